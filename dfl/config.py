@@ -1,0 +1,407 @@
+"""Run configuration: nested frozen dataclasses loaded from TOML, with `--set` overrides.
+
+Every field is validated on construction; a bad key, type or value raises ConfigError with
+one line naming the key path, the value and what is allowed, e.g.
+``local.lr: must be > 0, got -0.1``. Keys follow ../shared/DESIGN.md's config sketch.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import sys
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from .errors import ConfigError
+
+
+def _check(path: str, ok: bool, allowed: str, value: Any) -> None:
+    if not ok:
+        raise ConfigError(f"{path}: must be {allowed}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Dataset, its federated split and where it lives."""
+
+    name: str = "digits"
+    """Dataset: digits (embedded), synthetic, mnist, fashion_mnist, cifar10, cifar100, hf:<id>."""
+    root: Optional[str] = None
+    """Directory holding the dataset files (MNIST IDX / CIFAR pickle batches)."""
+    num_clients: int = 16
+    partition: str = "dirichlet"
+    """Partitioner: iid, dirichlet, shards, quantity."""
+    alpha: float = 0.3
+    """Dirichlet concentration (smaller = more label skew)."""
+    min_size: int = 10
+    """Minimum number of training samples per client (dirichlet / quantity)."""
+    shards_per_client: int = 2
+    """Classes per client for the pathological shards partition."""
+    quantity_sigma: float = 1.0
+    """Log-normal sigma of client sizes for the quantity-skew partition."""
+    test_fraction: float = 0.2
+    """Fraction of a dataset without a test split held out as the global test set."""
+    holdout_fraction: float = 0.1
+    """Fraction of each client's shard held out to test its local model."""
+    synthetic_alpha: float = 1.0
+    synthetic_beta: float = 1.0
+    synthetic_dim: int = 60
+    synthetic_samples: int = 200
+    """Mean samples per client of the FedProx synthetic(alpha, beta) data."""
+
+    def __post_init__(self) -> None:
+        _check("data.num_clients", self.num_clients >= 1, ">= 1", self.num_clients)
+        _check("data.alpha", self.alpha > 0, "> 0", self.alpha)
+        _check("data.min_size", self.min_size >= 1, ">= 1", self.min_size)
+        _check("data.shards_per_client", self.shards_per_client >= 1, ">= 1", self.shards_per_client)
+        _check("data.quantity_sigma", self.quantity_sigma >= 0, ">= 0", self.quantity_sigma)
+        _check("data.test_fraction", 0 < self.test_fraction < 1, "in (0, 1)", self.test_fraction)
+        _check("data.holdout_fraction", 0 <= self.holdout_fraction < 1, "in [0, 1)", self.holdout_fraction)
+        _check("data.synthetic_alpha", self.synthetic_alpha >= 0, ">= 0", self.synthetic_alpha)
+        _check("data.synthetic_beta", self.synthetic_beta >= 0, ">= 0", self.synthetic_beta)
+        _check("data.synthetic_dim", self.synthetic_dim >= 1, ">= 1", self.synthetic_dim)
+        _check("data.synthetic_samples", self.synthetic_samples >= 2, ">= 2", self.synthetic_samples)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The network every client trains (the same architecture everywhere)."""
+
+    name: str = "cnn"
+    """Model: logistic, mlp, cnn, resnet18 (GroupNorm)."""
+    hidden: int = 200
+    """Hidden width of the MLP."""
+
+    def __post_init__(self) -> None:
+        _check("model.hidden", self.hidden >= 1, ">= 1", self.hidden)
+
+
+@dataclass(frozen=True)
+class LocalConfig:
+    """The local optimizer and how long each client trains per round."""
+
+    optimizer: str = "sam"
+    """sgd, sam, asam, gsam, saf, mesa."""
+    lr: float = 0.1
+    schedule: str = "exponential"
+    """Learning-rate schedule over rounds: constant, exponential (lr * lr_decay^round), cosine."""
+    lr_decay: float = 0.998
+    rho: float = 0.05
+    momentum: float = 0.0
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    local_steps: int = 5
+    """K local steps per round (ignored when local_epochs is set)."""
+    local_epochs: Optional[float] = None
+    """Local epochs per round: steps = ceil(epochs * shard size / batch_size), per client."""
+    batch_size: int = 32
+    eta: float = 0.01
+    """ASAM's T_w = |w| + eta."""
+    alpha: float = 0.1
+    """GSAM's surrogate-gap weight."""
+    lam: float = 0.3
+    """SAF / MESA weight of the trajectory (KL) loss."""
+    tau: float = 5.0
+    """SAF / MESA temperature."""
+    ema_decay: float = 0.9995
+    """MESA's EMA decay of the weights."""
+
+    def __post_init__(self) -> None:
+        _check("local.lr", self.lr > 0, "> 0", self.lr)
+        _check("local.lr_decay", 0 < self.lr_decay <= 1, "in (0, 1]", self.lr_decay)
+        _check("local.rho", self.rho >= 0, ">= 0", self.rho)
+        _check("local.momentum", 0 <= self.momentum < 1, "in [0, 1)", self.momentum)
+        _check("local.weight_decay", self.weight_decay >= 0, ">= 0", self.weight_decay)
+        _check("local.local_steps", self.local_steps >= 1, ">= 1", self.local_steps)
+        if self.local_epochs is not None:
+            _check("local.local_epochs", self.local_epochs > 0, "> 0", self.local_epochs)
+        _check("local.batch_size", self.batch_size >= 1, ">= 1", self.batch_size)
+        _check("local.eta", self.eta >= 0, ">= 0", self.eta)
+        _check("local.alpha", self.alpha >= 0, ">= 0", self.alpha)
+        _check("local.lam", self.lam >= 0, ">= 0", self.lam)
+        _check("local.tau", self.tau > 0, "> 0", self.tau)
+        _check("local.ema_decay", 0 <= self.ema_decay < 1, "in [0, 1)", self.ema_decay)
+        _check("local.schedule", self.schedule in SCHEDULES, f"one of {', '.join(SCHEDULES)}", self.schedule)
+
+
+SCHEDULES = ("constant", "exponential", "cosine")
+
+
+@dataclass(frozen=True)
+class AlgorithmConfig:
+    """What a round does after local training: gossip (DFL) or server averaging (CFL)."""
+
+    name: str = "dfedsam"
+    """dpsgd, dfedavg, dfedavgm, dfedsam, dfedsam_mgs, fedavg, fedsam, mofedsam, pooled."""
+    gossip_steps: int = 1
+    """Q: gossip steps X <- W X per round (DFedSAM-MGS uses Q > 1)."""
+    participation: float = 1.0
+    """Fraction of clients active in a round; inactive ones keep their model and still relay."""
+    beta: float = 0.9
+    """Momentum of DFedAvgM's local SGD and MoFedSAM's mixing of the global update."""
+    server_lr: float = 1.0
+    """Server step size of the centralized baselines (1 = plain averaging)."""
+
+    def __post_init__(self) -> None:
+        _check("algorithm.gossip_steps", self.gossip_steps >= 1, ">= 1", self.gossip_steps)
+        _check("algorithm.participation", 0 < self.participation <= 1, "in (0, 1]", self.participation)
+        _check("algorithm.beta", 0 <= self.beta < 1, "in [0, 1)", self.beta)
+        _check("algorithm.server_lr", self.server_lr > 0, "> 0", self.server_lr)
+
+
+@dataclass(frozen=True)
+class TopologyConfig:
+    """The communication graph and its mixing matrix W (built in topologies/)."""
+
+    name: str = "ring"
+    mixing: str = "metropolis"
+    p: Optional[float] = None
+    """Edge probability (erdos_renyi) or rewiring probability (small_world)."""
+    k: Optional[int] = None
+    """Neighbours of the small-world ring lattice."""
+    d: Optional[int] = None
+    """Degree of random_regular."""
+    path: Optional[str] = None
+    """Edge-list file for from_edgelist."""
+    allow_disconnected: bool = False
+
+    def params(self) -> dict[str, Any]:
+        """Graph parameters that are set, as keyword arguments for topologies.build."""
+        out = {k: getattr(self, k) for k in ("p", "k", "d", "path") if getattr(self, k) is not None}
+        if self.allow_disconnected:
+            out["allow_disconnected"] = True
+        return out
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Where the clients run."""
+
+    backend: str = "vectorized"
+    """vectorized (default), serial (reference loop), ray."""
+    device: str = "auto"
+    """auto, cpu, cuda, cuda:N."""
+    chunk_size: int = 0
+    """Clients per vmap chunk; 0 picks it from free memory."""
+    threads: int = 0
+    """torch intra-op threads; 0 leaves torch's default."""
+
+    def __post_init__(self) -> None:
+        _check("engine.backend", self.backend in BACKENDS, f"one of {', '.join(BACKENDS)}", self.backend)
+        dev_ok = self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:")
+        _check("engine.device", dev_ok, "auto, cpu, cuda, cuda:N or mps", self.device)
+        _check("engine.chunk_size", self.chunk_size >= 0, ">= 0", self.chunk_size)
+        _check("engine.threads", self.threads >= 0, ">= 0", self.threads)
+
+
+BACKENDS = ("vectorized", "serial", "ray")
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """Optional, costlier metrics."""
+
+    sharpness_every: int = 0
+    """Every k rounds: loss increase of the averaged model after one SAM ascent step (0 = off)."""
+    checkpoint_every: int = 0
+    """Write a checkpoint every N rounds (0 = only at the end)."""
+
+    def __post_init__(self) -> None:
+        _check("metrics.sharpness_every", self.sharpness_every >= 0, ">= 0", self.sharpness_every)
+        _check("metrics.checkpoint_every", self.checkpoint_every >= 0, ">= 0", self.checkpoint_every)
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole experiment."""
+
+    seed: int = 0
+    rounds: int = 50
+    eval_every: int = 1
+    name: str = ""
+    """Optional label of the run (defaults to one built from algorithm, topology and Q)."""
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    local: LocalConfig = field(default_factory=LocalConfig)
+    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    topology: TopologyConfig = field(default_factory=TopologyConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+
+    def __post_init__(self) -> None:
+        _check("seed", self.seed >= 0, ">= 0", self.seed)
+        _check("rounds", self.rounds >= 1, ">= 1", self.rounds)
+        _check("eval_every", self.eval_every >= 1, ">= 1", self.eval_every)
+
+    def replace(self, **changes: Any) -> "Config":
+        """Copy with top-level fields or dotted keys changed: cfg.replace(**{"local.lr": 0.05})."""
+        return from_dict(_set_dotted(to_dict(self), changes, "replace"), "replace")
+
+    def label(self) -> str:
+        """A short human label, e.g. 'DFedSAM, ring, Q=4'."""
+        if self.name:
+            return self.name
+        algo = ALGO_LABELS.get(self.algorithm.name, self.algorithm.name)
+        if self.algorithm.name in CENTRALIZED:
+            return algo
+        return f"{algo}, {self.topology.name}, Q={self.algorithm.gossip_steps}"
+
+
+ALGO_LABELS = {
+    "dpsgd": "D-PSGD", "dfedavg": "DFedAvg", "dfedavgm": "DFedAvgM", "dfedsam": "DFedSAM",
+    "dfedsam_mgs": "DFedSAM-MGS", "fedavg": "FedAvg", "fedsam": "FedSAM", "mofedsam": "MoFedSAM",
+    "pooled": "Pooled",
+}
+CENTRALIZED = ("fedavg", "fedsam", "mofedsam", "pooled")
+
+
+# ---------------------------------------------------------------------------- loading
+
+def _type_name(tp: Any) -> str:
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    tp = args[0] if args else tp
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(tp, str(tp))
+
+
+def _coerce(path: str, tp: Any, value: Any) -> Any:
+    """Check a TOML value against the field's annotated type (ints are accepted as floats)."""
+    optional = type(None) in typing.get_args(tp)
+    base = next((a for a in typing.get_args(tp) if a is not type(None)), tp)
+    if value is None and optional:
+        return None
+    if base is bool:
+        ok = isinstance(value, bool)
+    elif base is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif base is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if ok:
+            value = float(value)
+            ok = math.isfinite(value)
+    elif base is str:
+        ok = isinstance(value, str)
+    else:  # pragma: no cover - all fields are scalars
+        ok = True
+    if not ok:
+        raise ConfigError(f"{path}: must be {_type_name(tp)}, got {value!r}")
+    return value
+
+
+def _unknown_key(path: str, key: str, valid: list[str], source: str) -> ConfigError:
+    close = difflib.get_close_matches(key, valid, n=2, cutoff=0.5)
+    hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+    where = f"{path}.{key}" if path else key
+    return ConfigError(f"{source}: unknown key {where!r}{hint}; valid keys: {', '.join(valid)}")
+
+
+def _build(cls: type, raw: dict[str, Any], path: str, source: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in fields:
+            raise _unknown_key(path, key, list(fields), source)
+        tp = hints[key]
+        sub = f"{path}.{key}" if path else key
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{sub}: must be a table [{sub}], got {value!r}")
+            kwargs[key] = _build(tp, value, sub, source)
+        else:
+            kwargs[key] = _coerce(sub, tp, value)
+    return cls(**kwargs)
+
+
+def from_dict(raw: dict[str, Any], source: str = "config") -> Config:
+    """Build and validate a Config from a nested dict (as TOML gives)."""
+    return _build(Config, raw, "", source)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Nested dict of a config; None values are dropped (TOML has no null)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(v):
+            out[f.name] = to_dict(v)
+        elif v is not None:
+            out[f.name] = v
+    return out
+
+
+def parse_value(text: str) -> Any:
+    """Parse an override's value as a TOML value; bare words are strings (ring, sam)."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _set_dotted(raw: dict[str, Any], changes: dict[str, Any], source: str) -> dict[str, Any]:
+    for key, value in changes.items():
+        node = raw
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"{source}: {key!r} is not a section key")
+            node = child
+        node[parts[-1]] = value
+    return raw
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, Any]:
+    """`--set section.key=value` strings -> {dotted key: value}."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. local.lr=0.05")
+        out[key.strip()] = parse_value(text.strip())
+    return out
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """Read a TOML file; a missing or malformed file is a one-line ConfigError."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        return tomllib.loads(p.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: not valid TOML ({exc})") from None
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
+    """Load a TOML config and apply dotted-key overrides (values already parsed)."""
+    raw = read_toml(path)
+    raw.pop("sweep", None)  # sweep-only table, see dfl.sweep
+    if overrides:
+        raw = _set_dotted(raw, dict(overrides), f"{path} (--set)")
+    return from_dict(raw, str(path))
+
+
+def dumps_toml(data: dict[str, Any]) -> str:
+    """Write a nested dict of scalars / lists / tables as TOML (enough for configs)."""
+    def fmt(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        if isinstance(v, (list, tuple)):
+            return "[" + ", ".join(fmt(x) for x in v) + "]"
+        return repr(v)
+
+    lines = [f"{k} = {fmt(v)}" for k, v in data.items() if not isinstance(v, dict)]
+    for k, v in data.items():
+        if isinstance(v, dict):
+            lines += ["", f"[{k}]"] + [f"{kk} = {fmt(vv)}" for kk, vv in v.items() if not isinstance(vv, dict)]
+    return "\n".join(lines) + "\n"
