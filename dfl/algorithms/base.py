@@ -1,0 +1,144 @@
+"""What a round does around local training, for every algorithm.
+
+The engine runs: ``bank = algo.start(bank, ctx)``; K local steps of every active client (with
+``algo.correction()`` added to each step if set); ``bank, extra = algo.aggregate(before, bank, ctx)``.
+An algorithm never builds W (that is topologies/'s job) and never loops over clients.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Optional
+
+import numpy as np
+import torch
+
+from ..config import Config
+from ..errors import ConfigError
+from ..gossip import mix
+from ..metrics import consensus_distance, gossip_mb, server_mb
+
+SAM_FAMILY = ("sam", "asam", "gsam", "saf", "mesa", "tram")
+
+
+@dataclass
+class RoundContext:
+    """Everything about the current round that an algorithm may read."""
+
+    round: int
+    active: torch.Tensor          # (n,) bool
+    W: Any                        # torch operator for this round (None for centralized)
+    degrees: np.ndarray           # (n,) graph degrees this round
+    gossip_steps: int
+    lr: float
+    local_steps: int
+
+
+@dataclass(frozen=True)
+class Correction:
+    """A per-step change of the local update: p <- step(p; lr * lr_scale) - lr * direction."""
+
+    lr_scale: float
+    direction: torch.Tensor       # (d,) or (n, d)
+
+
+class Algorithm:
+    """Base class; subclasses are registered in dfl.algorithms.ALGORITHMS."""
+
+    name: ClassVar[str] = ""
+    centralized: ClassVar[bool] = False
+    #: Local optimizers this algorithm's name promises (None: any).
+    optimizers: ClassVar[Optional[tuple[str, ...]]] = None
+
+    def __init__(self, cfg: Config, num_clients: int, dim: int):
+        self.cfg = cfg
+        self.n = num_clients
+        self.dim = dim
+        if self.optimizers is not None and cfg.local.optimizer not in self.optimizers:
+            raise ConfigError(
+                f"local.optimizer: algorithm {self.name!r} trains with {' or '.join(self.optimizers)}, "
+                f"got {cfg.local.optimizer!r}{self._hint(cfg.local.optimizer)}")
+
+    def _hint(self, optimizer: str) -> str:
+        if optimizer in SAM_FAMILY:
+            target = "fedsam" if self.centralized else "dfedsam"
+            return f" (use algorithm.name = {target!r} for SAM-family optimizers)"
+        return f" (use algorithm.name = {'fedavg' if self.centralized else 'dfedavg'!r} for SGD)"
+
+    # --- hooks -----------------------------------------------------------------------------
+    def optimizer_overrides(self) -> dict[str, Any]:
+        """Hyperparameters of the local optimizer that this algorithm fixes."""
+        return {}
+
+    def local_steps(self, configured: int) -> int:
+        return configured
+
+    def init(self, bank: torch.Tensor) -> None:
+        """Called once with the initial bank (all rows equal)."""
+
+    def start(self, bank: torch.Tensor, ctx: RoundContext) -> torch.Tensor:
+        return bank
+
+    def correction(self, ctx: RoundContext) -> Optional[Correction]:
+        return None
+
+    def aggregate(self, before: torch.Tensor, after: torch.Tensor,
+                  ctx: RoundContext) -> tuple[torch.Tensor, dict[str, float]]:
+        raise NotImplementedError
+
+    def comm_mb(self, ctx: RoundContext, model_bytes: int) -> float:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+class Gossip(Algorithm):
+    """Decentralized averaging: X <- W^Q X after local training (DFedAvg / DFedSAM family).
+
+    Inactive clients keep their model but still relay: W is applied to every row.
+    """
+
+    def aggregate(self, before, after, ctx):
+        return mix(after, ctx.W, ctx.gossip_steps), {}
+
+    def comm_mb(self, ctx, model_bytes):
+        return gossip_mb(ctx.degrees, None, ctx.gossip_steps, model_bytes)
+
+
+class ServerAveraging(Algorithm):
+    """Centralized FL: the server averages the active clients' models (FedAvg family).
+
+    x <- x + server_lr * mean_{i active}(x_i - x); every client starts the next round from x.
+    Reports the client drift before aggregation: (1/m) sum_{i active} ||x_i - mean_active||^2.
+    """
+
+    centralized = True
+
+    def init(self, bank):
+        self.global_row = bank[0].clone()
+
+    def start(self, bank, ctx):
+        return self.global_row.expand_as(bank).clone()
+
+    def aggregate(self, before, after, ctx):
+        active = after[ctx.active]
+        drift = consensus_distance(active)
+        new = self.global_row + self.cfg.algorithm.server_lr * (active.mean(0) - self.global_row)
+        self.on_update(new - self.global_row, ctx)
+        self.global_row = new
+        return new.expand_as(after).clone(), {"drift": drift}
+
+    def on_update(self, delta: torch.Tensor, ctx: RoundContext) -> None:
+        """Hook for algorithms that keep the server's last update (MoFedSAM)."""
+
+    def comm_mb(self, ctx, model_bytes):
+        return server_mb(int(ctx.active.sum()), model_bytes)
+
+    def state_dict(self):
+        return {"global_row": self.global_row}
+
+    def load_state_dict(self, state):
+        self.global_row = state["global_row"]

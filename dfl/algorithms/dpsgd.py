@@ -1,0 +1,22 @@
+"""D-PSGD (Lian et al., "Can Decentralized Algorithms Outperform Centralized Algorithms?",
+NeurIPS 2017).
+
+One local gradient step per round, taken at the pre-gossip point and added after mixing:
+    x_i <- sum_j W_ij x_j - lr g_i(x_i)
+(with Q gossip steps: W^Q in place of W). local.local_steps is ignored (always 1).
+"""
+from ..gossip import mix
+from .base import Gossip
+from .registry import ALGORITHMS
+
+
+@ALGORITHMS.register("dpsgd")
+class DPSGD(Gossip):
+    name = "dpsgd"
+    optimizers = ("sgd",)
+
+    def local_steps(self, configured):
+        return 1
+
+    def aggregate(self, before, after, ctx):
+        return mix(before, ctx.W, ctx.gossip_steps) + (after - before), {}

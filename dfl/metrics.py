@@ -1,0 +1,92 @@
+"""Metrics of a round: consensus distance, accuracy of the averaged and local models, communication.
+
+Definitions (../shared/DESIGN.md):
+    consensus Xi = (1/n) sum_i ||x_i - x_bar||^2 over all (flattened) parameters;
+    test accuracy of x_bar = mean of the client models; local accuracy: each client's model on its
+    held-out split, mean and std over clients;
+    gossip bytes per client per round = Q * degree * model bytes; CFL: 2 * model bytes per active client.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call, vmap
+
+from .bank import Layout
+
+
+def consensus_distance(X: torch.Tensor) -> float:
+    """Xi = (1/n) sum_i ||x_i - x_bar||^2 for X of shape (n, d) (contract).
+
+    >>> consensus_distance(torch.tensor([[0.0, 0.0], [2.0, 0.0]]))
+    1.0
+    """
+    X = X.reshape(X.shape[0], -1).double()
+    return float(((X - X.mean(0, keepdim=True)) ** 2).sum(1).mean())
+
+
+def gossip_mb(degrees: np.ndarray, active: np.ndarray | None, steps: int, model_bytes: int) -> float:
+    """MB sent in one gossip round: every client (active or relaying) sends Q * degree models."""
+    return float(steps * degrees.sum() * model_bytes) / 1e6
+
+
+def server_mb(num_active: int, model_bytes: int) -> float:
+    """MB moved in one centralized round: each active client downloads and uploads the model."""
+    return float(2 * num_active * model_bytes) / 1e6
+
+
+def evaluate(model: torch.nn.Module, layout: Layout, row: torch.Tensor, x: torch.Tensor,
+             y: torch.Tensor, batch: int = 2048) -> tuple[float, float]:
+    """Accuracy and mean cross-entropy of one flat parameter row on (x, y)."""
+    params = {k: v[0] for k, v in layout.unflatten(row[None]).items()}
+    correct, loss = 0.0, 0.0
+    with torch.no_grad():
+        for s in range(0, len(x), batch):
+            logits = functional_call(model, params, (x[s:s + batch],))
+            loss += float(F.cross_entropy(logits, y[s:s + batch], reduction="sum"))
+            correct += float((logits.argmax(1) == y[s:s + batch]).sum())
+    n = max(len(x), 1)
+    return correct / n, loss / n
+
+
+def evaluate_clients(model: torch.nn.Module, layout: Layout, bank: torch.Tensor,
+                     x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, mask: torch.Tensor,
+                     chunk: int) -> np.ndarray:
+    """Accuracy of every client's model on its own padded sample set, batched over clients.
+
+    Args:
+        bank: (n, d) client models; x, y: the sample pool; idx: (n, m) indices into the pool,
+        padded; mask: (n, m) True on real entries; chunk: clients per vmap call.
+    Returns:
+        (n,) accuracies (nan for a client with no samples).
+    """
+    def one(p, xi, yi, mi):
+        logits = functional_call(model, p, (xi,))
+        hit = (logits.argmax(-1) == yi) & mi
+        return hit.sum() / mi.sum().clamp(min=1)
+
+    f = vmap(one)
+    out = []
+    with torch.no_grad():
+        for s in range(0, bank.shape[0], chunk):
+            sl = slice(s, s + chunk)
+            out.append(f(layout.unflatten(bank[sl]), x[idx[sl]], y[idx[sl]], mask[sl]))
+    acc = torch.cat(out).double().cpu().numpy()
+    acc[(mask.sum(1) == 0).cpu().numpy()] = np.nan
+    return acc
+
+
+def sharpness(model: torch.nn.Module, layout: Layout, row: torch.Tensor, x: torch.Tensor,
+              y: torch.Tensor, rho: float) -> float:
+    """SAM sharpness: L(w + rho g/||g||) - L(w) on (x, y), g the gradient of L at w."""
+    params = {k: v[0].detach().requires_grad_(True) for k, v in layout.unflatten(row[None]).items()}
+    loss_at: Callable[[dict], torch.Tensor] = lambda p: F.cross_entropy(functional_call(model, p, (x,)), y)
+    loss = loss_at(params)
+    grads = torch.autograd.grad(loss, list(params.values()))
+    norm = torch.sqrt(sum((g ** 2).sum() for g in grads)) + 1e-12
+    with torch.no_grad():
+        moved = {k: p + rho * g / norm for (k, p), g in zip(params.items(), grads)}
+        return float(loss_at(moved) - loss)
