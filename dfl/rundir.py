@@ -1,0 +1,320 @@
+"""Reading run and sweep directories back (the engine writes them, see dfl/results.py).
+
+A run directory holds config.toml, metrics.jsonl (one JSON object per evaluated round),
+summary.json and manifest.json. A sweep directory holds sweep.json and one run directory per
+run. Plots and reports work on `Run` objects and on `Group`s: the runs that differ only by
+their seed.
+
+    runs = load_runs(["runs/sweep1", "runs/quickstart"])
+    for g in group_runs(runs):
+        x, mean, lo, hi = g.series("consensus")
+
+Every problem with the files is a DflError naming the file (and line), never a traceback.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional
+
+import numpy as np
+
+from .config import ALGO_LABELS, CENTRALIZED, Config, read_toml
+from .errors import ConfigError, DflError
+
+_DEFAULTS = Config()
+_HINT = "is it a run or sweep directory written by `dfl run`/`dfl sweep`?"
+
+
+@dataclass
+class Run:
+    """One run directory, read back.
+
+    `config` is the raw nested dict of config.toml; `metrics` maps each key seen in
+    metrics.jsonl to a float array with one entry per evaluated round (NaN where a row lacks
+    the key or holds null, e.g. sharpness measured every k rounds).
+    """
+
+    path: Path
+    config: dict[str, Any]
+    label: str
+    metrics: dict[str, np.ndarray]
+    summary: dict[str, Any] = field(default_factory=dict)
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    def _get(self, section: str, key: str) -> Any:
+        value = self.config.get(section, {}).get(key)
+        return getattr(getattr(_DEFAULTS, section), key) if value is None else value
+
+    @property
+    def algorithm(self) -> str:
+        return str(self._get("algorithm", "name"))
+
+    @property
+    def topology(self) -> str:
+        """The graph's name, or "server" for the centralized baselines."""
+        return "server" if self.algorithm in CENTRALIZED else str(self._get("topology", "name"))
+
+    @property
+    def gossip_steps(self) -> int:
+        return int(self._get("algorithm", "gossip_steps"))
+
+    @property
+    def seed(self) -> int:
+        return int(self.config.get("seed", _DEFAULTS.seed))
+
+    @property
+    def rounds(self) -> int:
+        return len(self.metrics.get("round", ()))
+
+    def has(self, key: str) -> bool:
+        """True when the metric was recorded in at least one row with a finite value."""
+        col = self.metrics.get(key)
+        return col is not None and bool(np.isfinite(col).any())
+
+    def final(self, key: str) -> float:
+        """The last finite value of a metric (NaN if none)."""
+        col = self.metrics.get(key)
+        if col is None:
+            return math.nan
+        finite = col[np.isfinite(col)]
+        return float(finite[-1]) if finite.size else math.nan
+
+
+@dataclass
+class Group:
+    """Runs that differ only by their seed; curves are drawn as mean and min-max band."""
+
+    key: str
+    label: str
+    runs: list[Run]
+
+    @property
+    def algorithm(self) -> str:
+        return self.runs[0].algorithm
+
+    @property
+    def topology(self) -> str:
+        return self.runs[0].topology
+
+    @property
+    def gossip_steps(self) -> int:
+        return self.runs[0].gossip_steps
+
+    @property
+    def seeds(self) -> list[int]:
+        return [r.seed for r in self.runs]
+
+    def series(self, key: str, x: str = "round") -> tuple[np.ndarray, ...]:
+        """(x, mean, min, max) of metric `key` over the seeds, at the rounds all seeds share.
+
+        Rows where `key` (or `x`) is missing or not finite are dropped first. With one seed,
+        mean == min == max == the recorded values.
+        """
+        per_run = []
+        for run in self.runs:
+            require([run], key if x == "round" else (key, x))
+            rnd, xs, ys = run.metrics["round"], run.metrics[x], run.metrics[key]
+            ok = np.isfinite(ys) & np.isfinite(xs) & np.isfinite(rnd)
+            per_run.append({float(r): (float(a), float(b)) for r, a, b in zip(rnd[ok], xs[ok], ys[ok])})
+        common = sorted(set.intersection(*(set(d) for d in per_run)))
+        if not common:
+            raise DflError(f"{self.label}: the seeds' runs have no evaluated round with {key!r} in common")
+        xs = np.array([[d[r][0] for r in common] for d in per_run])
+        ys = np.array([[d[r][1] for r in common] for d in per_run])
+        return xs.mean(axis=0), ys.mean(axis=0), ys.min(axis=0), ys.max(axis=0)
+
+    def finals(self, key: str) -> np.ndarray:
+        """The last finite value of `key` for each seed (NaN where a run has none)."""
+        return np.array([r.final(key) for r in self.runs])
+
+
+# ---------------------------------------------------------------------------- reading
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DflError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise DflError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def read_metrics(path: Path) -> dict[str, np.ndarray]:
+    """metrics.jsonl -> {key: float array}; a bad line is a DflError with file and line number.
+
+    A last line without its newline that does not parse is ignored: a run still being
+    written. Values that are null or not numbers become NaN.
+    """
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError as exc:
+        raise DflError(f"{path}: not a text file ({exc})") from None
+    lines = text.split("\n")
+    rows: list[dict[str, Any]] = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            if i == len(lines):  # partial last line of a run in progress
+                break
+            raise DflError(f"{path}:{i}: not a JSON object ({exc.msg}): {line[:60]!r}") from None
+        if not isinstance(row, dict):
+            raise DflError(f"{path}:{i}: expected a JSON object, got {line[:60]!r}")
+        if "round" not in row:
+            raise DflError(f"{path}:{i}: row has no 'round' key")
+        rows.append(row)
+    if not rows:
+        raise DflError(f"{path}: no metrics rows yet (empty file)")
+    keys = list(dict.fromkeys(k for row in rows for k in row))
+    return {k: np.array([_num(row.get(k)) for row in rows], dtype=float) for k in keys}
+
+
+def _num(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return math.nan
+    return float(value)
+
+
+def run_label(config: dict[str, Any], summary: dict[str, Any]) -> str:
+    """summary.json's label, else the one Config.label() builds ('DFedSAM, ring, Q=4')."""
+    if isinstance(summary.get("label"), str) and summary["label"]:
+        return summary["label"]
+    if config.get("name"):
+        return str(config["name"])
+    algo = config.get("algorithm", {}).get("name", _DEFAULTS.algorithm.name)
+    name = ALGO_LABELS.get(algo, algo)
+    if algo in CENTRALIZED:
+        return name
+    topo = config.get("topology", {}).get("name", _DEFAULTS.topology.name)
+    q = config.get("algorithm", {}).get("gossip_steps", _DEFAULTS.algorithm.gossip_steps)
+    return f"{name}, {topo}, Q={q}"
+
+
+def load_run(path: str | Path) -> Run:
+    """Read one run directory (config.toml, metrics.jsonl, summary.json, manifest.json)."""
+    p = Path(path)
+    if not p.exists():
+        raise DflError(f"{p}: no such directory")
+    if not p.is_dir():
+        raise DflError(f"{p}: not a directory; {_HINT}")
+    metrics_path = p / "metrics.jsonl"
+    if not metrics_path.is_file():
+        raise DflError(f"{p}: no metrics.jsonl; {_HINT}")
+    try:
+        config = read_toml(p / "config.toml") if (p / "config.toml").is_file() else {}
+    except ConfigError as exc:
+        raise DflError(str(exc)) from None
+    summary = _read_json(p / "summary.json")
+    return Run(path=p, config=config, label=run_label(config, summary), metrics=read_metrics(metrics_path),
+               summary=summary, manifest=_read_json(p / "manifest.json"))
+
+
+def read_sweep(path: str | Path) -> dict[str, Any]:
+    """sweep.json of a sweep directory ({} when there is none)."""
+    return _read_json(Path(path) / "sweep.json")
+
+
+def _run_dirs(p: Path, on_skip: Callable[[str], None]) -> list[Path]:
+    """The run directories a user-given path stands for."""
+    if not p.exists():
+        raise DflError(f"{p}: no such directory")
+    if (p / "metrics.jsonl").is_file() or not p.is_dir():
+        return [p]
+    sweep = read_sweep(p)
+    if sweep:
+        out = []
+        for entry in sweep.get("runs", []):
+            sub = p / str(entry.get("dir", "")) if isinstance(entry, dict) else p / str(entry)
+            if (sub / "metrics.jsonl").is_file():
+                out.append(sub)
+            else:
+                on_skip(f"{sub}: listed in {p / 'sweep.json'} but has no metrics.jsonl yet; skipped")
+        if out:
+            return out
+        raise DflError(f"{p}: none of the sweep's runs has a metrics.jsonl yet")
+    found = sorted(m.parent for m in p.rglob("metrics.jsonl"))
+    if not found:
+        raise DflError(f"{p}: no metrics.jsonl; {_HINT}")
+    return found
+
+
+def load_runs(paths: Iterable[str | Path], on_skip: Optional[Callable[[str], None]] = None) -> list[Run]:
+    """Read run directories, sweep directories (expanded) and directories holding run dirs.
+
+    Args:
+        paths: the directories, in the order runs should appear.
+        on_skip: called with a message for each sweep member without metrics (still running);
+            by default such members are skipped silently.
+    Returns:
+        the runs, each directory once.
+    """
+    seen: set[Path] = set()
+    runs = []
+    for path in paths:
+        for d in _run_dirs(Path(path), on_skip or (lambda msg: None)):
+            if d.resolve() not in seen:
+                seen.add(d.resolve())
+                runs.append(load_run(d))
+    if not runs:
+        raise DflError("no run directories given")
+    return runs
+
+
+def require(runs: Iterable[Run], keys: str | Iterable[str]) -> None:
+    """Raise a DflError naming the runs that lack a metric a figure or table needs."""
+    runs = list(runs)
+    for key in [keys] if isinstance(keys, str) else keys:
+        missing = [r for r in runs if not r.has(key)]
+        if missing:
+            names = ", ".join(f"{r.path} ({r.label})" for r in missing[:4])
+            more = f" and {len(missing) - 4} more" if len(missing) > 4 else ""
+            raise DflError(f"metric {key!r} is missing from {len(missing)} of {len(runs)} runs: {names}{more}")
+
+
+# ---------------------------------------------------------------------------- grouping
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def group_runs(runs: Iterable[Run]) -> list[Group]:
+    """Group runs whose configs are equal but for the seed, in order of first appearance.
+
+    Groups that would share a label get the config keys that tell them apart appended,
+    e.g. 'DFedSAM, ring, Q=4 (local.lr=0.05)'.
+    """
+    groups: dict[str, Group] = {}
+    for run in runs:
+        flat = _flat(run.config)
+        flat.pop("seed", None)
+        key = json.dumps(flat, sort_keys=True, default=str)
+        if key not in groups:
+            groups[key] = Group(key=key, label=run.label, runs=[])
+        groups[key].runs.append(run)
+    out = list(groups.values())
+    by_label: dict[str, list[Group]] = {}
+    for g in out:
+        by_label.setdefault(g.label, []).append(g)
+    for same in by_label.values():
+        if len(same) > 1:
+            flats = [json.loads(g.key) for g in same]
+            keys = sorted({k for f in flats for k in f if any(f.get(k) != o.get(k) for o in flats)})
+            for g, f in zip(same, flats):
+                g.label += " (" + ", ".join(f"{k}={f.get(k)}" for k in keys) + ")"
+    return out
