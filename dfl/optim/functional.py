@@ -1,0 +1,34 @@
+"""The functional (vmappable, per-client) side of dfl.optim in one import.
+
+    from dfl.optim import functional as F
+    opt = F.make("sam", rho=0.05, momentum=0.9)
+    state = opt.init(params, num_samples=N, num_classes=C)
+    params, state, loss = opt.step(params, state, F.Objective(forward, y, idx), lr)
+
+The pure math helpers below are shared with the torch.optim classes.
+"""
+from .asam import FunctionalASAM, asam_perturbation
+from .base import (
+    OPTIMIZERS,
+    FunctionalOptimizer,
+    Objective,
+    global_norm,
+    loss_and_grad,
+    make,
+    tree_dot,
+    tree_map,
+)
+from .gsam import FunctionalGSAM, gsam_direction
+from .losses import cross_entropy, kl_trajectory_loss
+from .mesa import FunctionalMESA, ema_update
+from .saf import FunctionalSAF, saf_read, saf_write
+from .sam import FunctionalSAM, sam_perturbation
+from .sgd import FunctionalSGD, sgd_update
+
+__all__ = [
+    "OPTIMIZERS", "FunctionalOptimizer", "Objective", "make", "loss_and_grad",
+    "global_norm", "tree_dot", "tree_map", "cross_entropy", "kl_trajectory_loss",
+    "FunctionalSGD", "FunctionalSAM", "FunctionalASAM", "FunctionalGSAM", "FunctionalSAF",
+    "FunctionalMESA", "sgd_update", "sam_perturbation", "asam_perturbation", "gsam_direction",
+    "saf_read", "saf_write", "ema_update",
+]

@@ -1,0 +1,172 @@
+"""SAF: Sharpness-Aware training for Free (Du et al., NeurIPS 2022, arXiv:2205.14083).
+
+SAF replaces SAM's sharpness term by a trajectory loss: the KL divergence between the current
+outputs and the outputs the model produced for the same samples E epochs ago. One forward and one
+backward pass per step (no second gradient)::
+
+    L_SAF(w) = CE(f_w(x), y) + lam * tau^2 * KL( softmax(z_old / tau) || softmax(f_w(x) / tau) )
+    w <- base_step(w, grad L_SAF(w));  memory[x] <- f_w(x) (detached, before the step)
+
+Memory (our simplification of the authors' per-epoch array, AngusDujw/SAF ``SAF_train.py``):
+each sample keeps a ring buffer of its last E outputs and a visit counter c. At the c-th visit
+the reference is the output stored at visit c - E, i.e. E epochs ago when every sample is seen
+once per epoch (with E = 1: the output of the previous visit). Samples seen fewer than E times
+contribute no KL term, which replaces the authors' ``kl_start_epoch`` warm-up. If a batch holds
+a sample twice, one of its two outputs is stored. Memory cost: num_samples * E * num_classes.
+
+Defaults from the authors' README: lam = 0.3, tau = 5, E = 3.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Optional
+
+import torch
+from torch import Tensor
+
+from ..errors import ConfigError
+from .base import OPTIMIZERS, Objective, Params, State, check, check_number, loss_and_grad
+from .losses import kl_trajectory_loss
+from .sgd import FunctionalSGD
+from .shell import WrapperOptimizer
+
+
+def saf_memory(num_samples: int, num_classes: int, epochs: int, like: Tensor) -> dict[str, Tensor]:
+    """Empty logits memory: ``{"memory": (N, E, C) zeros, "count": (N,) int64 zeros}``."""
+    check("num_samples", isinstance(num_samples, int) and num_samples > 0,
+          "a positive int (SAF keeps a logits memory per sample)", num_samples)
+    check("num_classes", isinstance(num_classes, int) and num_classes > 0,
+          "a positive int", num_classes)
+    return {
+        "memory": torch.zeros(num_samples, epochs, num_classes, dtype=like.dtype, device=like.device),
+        "count": torch.zeros(num_samples, dtype=torch.int64, device=like.device),
+    }
+
+
+def saf_read(memory: Tensor, count: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
+    """Reference logits of samples ``index`` from E visits ago, and whether they exist.
+
+    Returns:
+        (ref (B, C), valid (B,) bool: the sample was seen at least E times before).
+    """
+    epochs = memory.shape[1]
+    c = count[index]
+    return memory[index, c % epochs], c >= epochs
+
+
+def saf_write(memory: Tensor, count: Tensor, index: Tensor, logits: Tensor) -> tuple[Tensor, Tensor]:
+    """Store ``logits`` (B, C) in each sample's current slot and count the visit (pure)."""
+    n, epochs, c = memory.shape
+    slot = index * epochs + count[index] % epochs
+    flat = memory.reshape(n * epochs, c).index_copy(0, slot, logits.detach().to(memory.dtype))
+    return flat.reshape(n, epochs, c), count.index_add(0, index, torch.ones_like(index))
+
+
+def validate_trajectory(lam: Any, tau: Any) -> tuple[float, float]:
+    check("lam", check_number("lam", lam) >= 0, ">= 0", lam)
+    check("tau", check_number("tau", tau) > 0, "> 0", tau)
+    return float(lam), float(tau)
+
+
+def check_epochs(saf_epochs: Any) -> int:
+    ok = isinstance(saf_epochs, int) and not isinstance(saf_epochs, bool) and saf_epochs >= 1
+    check("saf_epochs", ok, "an int >= 1", saf_epochs)
+    return saf_epochs
+
+
+@OPTIMIZERS.register("saf")
+class FunctionalSAF(FunctionalSGD):
+    """Functional SAF over SGD.
+
+    Args:
+        lam: weight of the trajectory loss, >= 0 (default 0.3).
+        tau: softmax temperature, > 0 (default 5).
+        saf_epochs: E, how many visits back the reference outputs are taken (default 3).
+        momentum, dampening, nesterov, weight_decay: of the base SGD step.
+
+    ``init`` needs ``num_samples`` (shard size; ``obj.index`` < num_samples) and ``num_classes``.
+    State: SGD's plus ``memory`` (N, E, C) and ``count`` (N,).
+    """
+
+    name = "saf"
+
+    def __init__(self, *, momentum: float = 0.0, dampening: float = 0.0, nesterov: bool = False,
+                 weight_decay: float = 0.0, lam: float = 0.3, tau: float = 5.0, saf_epochs: int = 3):
+        super().__init__(momentum=momentum, dampening=dampening, nesterov=nesterov,
+                         weight_decay=weight_decay)
+        self.lam, self.tau = validate_trajectory(lam, tau)
+        self.saf_epochs = check_epochs(saf_epochs)
+
+    def init(self, params: Params, *, num_samples: int = 0, num_classes: int = 0) -> State:
+        like = next(iter(params.values()))
+        return {**super().init(params),
+                **saf_memory(num_samples, num_classes, self.saf_epochs, like)}
+
+    def step(self, params: Params, state: State, obj: Objective, lr: Any) -> tuple[Params, State, Tensor]:
+        if obj.index is None:
+            raise ConfigError("saf: the objective needs sample ids (Objective.index), got None")
+        ref, valid = saf_read(state["memory"], state["count"], obj.index)
+        mask = valid if obj.weight is None else valid * obj.weight
+
+        def trajectory(logits: Tensor) -> Tensor:
+            return self.lam * kl_trajectory_loss(logits, ref, self.tau, mask)
+
+        grads, loss, logits = loss_and_grad(obj, params, trajectory)
+        params, state = self.descend(params, grads, state, lr)
+        memory, count = saf_write(state["memory"], state["count"], obj.index, logits)
+        return params, {**state, "memory": memory, "count": count}, loss
+
+
+class SAF(WrapperOptimizer):
+    """SAF wrapping a base optimizer: add :meth:`trajectory_loss` to the loss in the closure.
+
+    Args:
+        params: parameters or param groups (None if ``base_optimizer`` is an instance).
+        base_optimizer: None (dfl.optim.SGD), a torch.optim.Optimizer class or instance.
+        num_samples: number of training samples (sample ids are in [0, num_samples)).
+        num_classes: number of classes (width of the logits).
+        lam, tau, saf_epochs: as :class:`FunctionalSAF` (defaults 0.3, 5, 3).
+        **base_kwargs: lr, momentum, weight_decay, ... of the base optimizer class.
+
+    The data loader must yield the sample ids. ``step`` calls the closure once, steps the base
+    optimizer, then stores the outputs seen by ``trajectory_loss`` in the memory; it returns what
+    the closure returned (CE + trajectory term if you add it, as below). Example::
+
+        opt = SAF(model.parameters(), num_samples=len(train_set), num_classes=10, lr=0.1)
+        for x, y, idx in loader:
+            def closure():
+                opt.zero_grad()
+                logits = model(x)
+                loss = F.cross_entropy(logits, y) + opt.trajectory_loss(logits, idx)
+                loss.backward()
+                return loss
+            opt.step(closure)
+    """
+
+    def __init__(self, params: Optional[Iterable], base_optimizer: Any = None, *,
+                 num_samples: int, num_classes: int, lam: float = 0.3, tau: float = 5.0,
+                 saf_epochs: int = 3, **base_kwargs: Any):
+        self.lam, self.tau = validate_trajectory(lam, tau)
+        self.saf_epochs = check_epochs(saf_epochs)
+        defaults = dict(lam=self.lam, tau=self.tau, saf_epochs=self.saf_epochs)
+        super().__init__(params, base_optimizer, defaults, base_kwargs)
+        like = self.param_groups[0]["params"][0]
+        self.state["saf"] = saf_memory(num_samples, num_classes, self.saf_epochs, like)
+        self._seen: Optional[tuple[Tensor, Tensor]] = None
+
+    def trajectory_loss(self, logits: Tensor, index: Tensor, weight: Optional[Tensor] = None) -> Tensor:
+        """lam * tau^2 * KL(past outputs || current outputs) for the samples ``index``."""
+        mem = self.state["saf"]
+        ref, valid = saf_read(mem["memory"], mem["count"], index)
+        mask = valid if weight is None else valid * weight
+        self._seen = (index, logits.detach())
+        return self.lam * kl_trajectory_loss(logits, ref, self.tau, mask)
+
+    @torch.no_grad()
+    def step(self, closure: Optional[Callable[[], Tensor]] = None) -> Optional[Tensor]:
+        loss = None if closure is None else self.run_closure(closure, "SAF")
+        self.base_optimizer.step()
+        if self._seen is not None:
+            mem = self.state["saf"]
+            mem["memory"], mem["count"] = saf_write(mem["memory"], mem["count"], *self._seen)
+            self._seen = None
+        return loss

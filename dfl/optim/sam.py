@@ -1,0 +1,130 @@
+"""SAM: Sharpness-Aware Minimization (Foret et al., ICLR 2021, arXiv:2010.01412).
+
+Update rule (g = grad L(w), all parameters flattened together)::
+
+    e   = rho * g / (||g|| + 1e-12)          # ascent to the worst point of the rho-ball
+    g_p = grad L(w + e)                      # gradient at the perturbed weights
+    w   <- base_step(w, g_p)                 # SGD (momentum, weight decay at w) along g_p
+
+The reported loss is L(w) at the unperturbed weights. Reference code: davda54/sam.
+ASAM and GSAM (asam.py, gsam.py) reuse this step and change ``perturbation`` or ``direction``.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Optional
+
+import torch
+from torch import Tensor
+
+from .base import (
+    EPS,
+    OPTIMIZERS,
+    Objective,
+    Params,
+    State,
+    check,
+    check_number,
+    global_norm,
+    loss_and_grad,
+    tree_axpy,
+)
+from .sgd import FunctionalSGD
+from .shell import WrapperOptimizer
+
+
+def sam_perturbation(grads: Params, rho: Any) -> Params:
+    """e = rho * g / (||g||_2 + 1e-12), the norm taken over all parameters together."""
+    scale = rho / (global_norm(grads) + EPS)
+    return {k: g * scale for k, g in grads.items()}
+
+
+def check_rho(rho: Any) -> float:
+    check("rho", check_number("rho", rho) >= 0, ">= 0", rho)
+    return float(rho)
+
+
+@OPTIMIZERS.register("sam")
+class FunctionalSAM(FunctionalSGD):
+    """Functional SAM over SGD.
+
+    Args:
+        rho: radius of the perturbation ball, >= 0 (default 0.05; 0 gives plain SGD).
+        momentum, dampening, nesterov, weight_decay: of the base SGD step.
+
+    State: that of :class:`FunctionalSGD`. Two gradient evaluations per step.
+    """
+
+    name = "sam"
+
+    def __init__(self, *, momentum: float = 0.0, dampening: float = 0.0, nesterov: bool = False,
+                 weight_decay: float = 0.0, rho: float = 0.05):
+        super().__init__(momentum=momentum, dampening=dampening, nesterov=nesterov,
+                         weight_decay=weight_decay)
+        self.rho = check_rho(rho)
+
+    def perturbation(self, params: Params, grads: Params) -> Params:
+        return sam_perturbation(grads, self.rho)
+
+    def direction(self, g: Params, g_p: Params) -> Params:
+        """Descent direction from the unperturbed (g) and perturbed (g_p) gradients."""
+        return g_p
+
+    def step(self, params: Params, state: State, obj: Objective, lr: Any) -> tuple[Params, State, Tensor]:
+        g, loss, _ = loss_and_grad(obj, params)
+        e = self.perturbation(params, g)
+        g_p, _, _ = loss_and_grad(obj, tree_axpy(1.0, e, params))
+        params, state = self.descend(params, self.direction(g, g_p), state, lr)
+        return params, state, loss
+
+
+class SAM(WrapperOptimizer):
+    """Sharpness-Aware Minimization wrapping a base optimizer (a thin shell over
+    :func:`sam_perturbation`, the same math as ``make("sam")``).
+
+    Args:
+        params: iterable of parameters or param groups (None if ``base_optimizer`` is an instance).
+        base_optimizer: None (dfl.optim.SGD), a torch.optim.Optimizer class or instance.
+        rho: radius >= 0 (default 0.05), one value for all groups (the norm is global).
+        **base_kwargs: passed to the base optimizer class: lr, momentum, weight_decay, ...
+
+    ``step(closure)`` calls the closure twice (at w and at w + e) and returns the first loss.
+
+    Example::
+
+        opt = SAM(model.parameters(), rho=0.05, lr=0.1, momentum=0.9)
+        def closure():
+            opt.zero_grad()
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            return loss
+        loss = opt.step(closure)
+    """
+
+    def __init__(self, params: Optional[Iterable], base_optimizer: Any = None, *,
+                 rho: float = 0.05, **base_kwargs: Any):
+        self.rho = check_rho(rho)
+        super().__init__(params, base_optimizer, dict(rho=self.rho), base_kwargs)
+
+    def perturbation(self, params: Params, grads: Params) -> Params:
+        return sam_perturbation(grads, self.rho)
+
+    def direction(self, g: Params, g_p: Params) -> Params:
+        return g_p
+
+    @torch.no_grad()
+    def step(self, closure: Optional[Callable[[], Tensor]] = None) -> Tensor:
+        loss = self.run_closure(closure, type(self).__name__)
+        ps = self.params_with_grad()
+        w, g = self.snapshot(ps)
+        e = self.perturbation(w, g)
+        for k, p in ps.items():  # climb to w + e
+            p.add_(e[k])
+        self.run_closure(closure, type(self).__name__)
+        g_p = {k: p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p)
+               for k, p in ps.items()}
+        d = self.direction(g, g_p)
+        for k, p in ps.items():  # back to w, descend along d with the base optimizer
+            p.copy_(w[k])
+            p.grad = d[k]
+        self.base_optimizer.step()
+        return loss
