@@ -41,11 +41,11 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
+    if not args.command:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        return int(importlib.import_module(f"dfl.commands.{args.command}").run(args) or 0)
     except USER_ERRORS as exc:
         print(f"dfl: error: {exc}", file=sys.stderr)
         return 2

@@ -88,8 +88,8 @@ class ModelConfig:
 class LocalConfig:
     """The local optimizer and how long each client trains per round."""
 
-    optimizer: str = "sam"
-    """sgd, sam, asam, gsam, saf, mesa."""
+    optimizer: str = ""
+    """sgd, sam, asam, gsam, saf, mesa; empty = the algorithm's own (SGD for DFedAvg, SAM for DFedSAM)."""
     lr: float = 0.1
     schedule: str = "exponential"
     """Learning-rate schedule over rounds: constant, exponential (lr * lr_decay^round), cosine."""

@@ -16,4 +16,8 @@ class DataError(DflError):
     """Missing or malformed data files, or data that cannot be partitioned as asked."""
 
 
+class DivergedError(DflError):
+    """Training produced NaN / Inf (the message names the client and the round)."""
+
+
 USER_ERRORS = (DflError, TopologyError)

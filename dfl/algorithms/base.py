@@ -46,14 +46,20 @@ class Algorithm:
 
     name: ClassVar[str] = ""
     centralized: ClassVar[bool] = False
-    #: Local optimizers this algorithm's name promises (None: any).
-    optimizers: ClassVar[Optional[tuple[str, ...]]] = None
+    #: Local optimizers this algorithm's name promises; the first is its default.
+    optimizers: ClassVar[tuple[str, ...]] = ("sgd",)
+    #: Any other optimizer is accepted too (pooled training).
+    any_optimizer: ClassVar[bool] = False
+
+    @classmethod
+    def default_optimizer(cls) -> str:
+        return cls.optimizers[0]
 
     def __init__(self, cfg: Config, num_clients: int, dim: int):
         self.cfg = cfg
         self.n = num_clients
         self.dim = dim
-        if self.optimizers is not None and cfg.local.optimizer not in self.optimizers:
+        if not self.any_optimizer and cfg.local.optimizer not in self.optimizers:
             raise ConfigError(
                 f"local.optimizer: algorithm {self.name!r} trains with {' or '.join(self.optimizers)}, "
                 f"got {cfg.local.optimizer!r}{self._hint(cfg.local.optimizer)}")

@@ -12,6 +12,7 @@ from .registry import ALGORITHMS
 class Pooled(ServerAveraging):
     name = "pooled"
     pooled = True
+    any_optimizer = True
 
     def comm_mb(self, ctx, model_bytes):
         return 0.0

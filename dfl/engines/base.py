@@ -1,0 +1,77 @@
+"""What every engine shares: the clients' data on the device and the round's batches.
+
+An engine (trainer) runs the local steps of all active clients of one round:
+
+    bank, losses = trainer.train(bank, active, steps, lr, round_, correction)
+
+bank is the (n, d) parameter bank (updated and returned), active a (n,) bool numpy mask, steps
+the (n,) number of local steps of each client this round, losses the (n,) mean training loss of
+each client (nan when it did not train). Per-client optimizer state stays inside the trainer
+(``state_dict`` / ``load_state_dict`` for checkpoints).
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from .. import rng
+from ..algorithms import Correction
+from ..bank import Layout
+from ..data import FederatedData
+from ..registry import Registry
+
+ENGINES: Registry = Registry("engine backend")
+
+
+def pad_indices(parts: list[torch.Tensor], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ragged index lists -> (n, max_len) int64 padded with 0, and the (n, max_len) bool mask."""
+    width = max(1, max((len(p) for p in parts), default=1))
+    idx = torch.zeros(len(parts), width, dtype=torch.int64)
+    mask = torch.zeros(len(parts), width, dtype=torch.bool)
+    for i, p in enumerate(parts):
+        idx[i, :len(p)] = torch.as_tensor(p, dtype=torch.int64)
+        mask[i, :len(p)] = True
+    return idx.to(device), mask.to(device)
+
+
+class ClientData:
+    """The training pool on the device and every client's shard, padded to one (n, m) table."""
+
+    def __init__(self, fed: FederatedData, device: torch.device, seed: int, batch_size: int):
+        self.x = fed.x_train.to(device)
+        self.y = fed.y_train.to(device)
+        self.shards, _ = pad_indices(fed.client_train, device)
+        self.sizes = np.array([len(p) for p in fed.client_train], dtype=np.int64)
+        self.seed = seed
+        self.batch_size = batch_size
+        self.num_classes = fed.num_classes
+        self.n = len(fed.client_train)
+
+    def batches(self, clients: np.ndarray, round_: int, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(local, global) indices (len(clients), steps, B) of the clients' batches this round."""
+        local = rng.batch_indices(self.seed, round_, clients, self.sizes[clients], steps, self.batch_size)
+        local_t = torch.as_tensor(local, device=self.shards.device)
+        rows = torch.as_tensor(clients, device=self.shards.device).view(-1, 1, 1)
+        return local_t, self.shards[rows, local_t]
+
+
+class Trainer:
+    """Interface of the engines (see the module docstring)."""
+
+    def __init__(self, model: torch.nn.Module, layout: Layout, data: ClientData, optimizer: str,
+                 hparams: dict[str, Any], device: torch.device, chunk_size: int = 0):
+        self.model, self.layout, self.data = model, layout, data
+        self.optimizer, self.hparams, self.device = optimizer, hparams, device
+        self.chunk_size = chunk_size
+
+    def train(self, bank: torch.Tensor, active: np.ndarray, steps: np.ndarray, lr: float,
+              round_: int, correction: Optional[Correction]) -> tuple[torch.Tensor, np.ndarray]:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        raise NotImplementedError

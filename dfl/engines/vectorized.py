@@ -1,0 +1,138 @@
+"""The default engine: all clients of a chunk take each local step at once.
+
+For a chunk of c clients, a local step is ``torch.func.vmap`` of the optimizer's functional
+step (functional_call + grad inside) over the stacked parameters (c, *shape), the optimizer
+state and the clients' batches (c, B, ...). Clients that are inactive, or that have done their
+own number of steps, keep their parameters and state (torch.where on a mask), so one vmap call
+serves clients of different shard sizes. Chunks are sized from free memory.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from torch.func import functional_call, vmap
+from torch.utils._pytree import tree_map
+
+from .. import optim
+from ..algorithms import Correction
+from .base import ENGINES, Trainer
+
+#: Fraction of free memory a chunk may use.
+MEMORY_FRACTION = 0.25
+
+
+def _where(mask: torch.Tensor, new: Any, old: Any) -> Any:
+    def pick(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.where(mask.view(-1, *([1] * (a.dim() - 1))), a, b)
+    return tree_map(pick, new, old)
+
+
+def free_memory(device: torch.device) -> int:
+    """Bytes free on the device (CUDA: mem_get_info; CPU: MemAvailable)."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
+
+
+def activation_numel(model: torch.nn.Module, sample: torch.Tensor) -> int:
+    """Numbers stored by one sample's forward pass (sum of all module outputs)."""
+    total = 0
+
+    def hook(_m, _i, out):
+        nonlocal total
+        if isinstance(out, torch.Tensor):
+            total += out.numel()
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()]
+    try:
+        with torch.no_grad():
+            model(sample[:1])
+    finally:
+        for h in handles:
+            h.remove()
+    return total
+
+
+@ENGINES.register("vectorized")
+class VectorizedTrainer(Trainer):
+    """Local training of all clients with torch.func.vmap, in chunks of clients."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.opt = optim.make(self.optimizer, **self.hparams)
+        n, dim = self.data.n, self.layout.size
+        if not self.chunk_size:
+            per_client = 4 * (12 * dim + 4 * self.data.batch_size
+                              * activation_numel(self.model, self.data.x[:1]))
+            self.chunk_size = int(max(1, min(n, MEMORY_FRACTION * free_memory(self.device) // per_client)))
+        params = self.layout.unflatten(torch.zeros(1, dim, device=self.device))
+        one = self.opt.init({k: v[0] for k, v in params.items()},
+                            num_samples=int(self.data.sizes.max()), num_classes=self.data.num_classes)
+        self.state = tree_map(lambda t: t.unsqueeze(0).repeat(n, *([1] * t.dim())).clone(), one)
+        model, opt = self.model, self.opt
+
+        def client_step(p, s, x, y, index, lr):
+            obj = optim.Objective(forward=lambda q: functional_call(model, q, (x,)), targets=y, index=index)
+            return opt.step(p, s, obj, lr)
+
+        self._step = vmap(client_step, in_dims=(0, 0, 0, 0, 0, None))
+        self._begin = vmap(opt.begin_round)
+
+    def train(self, bank, active, steps, lr, round_, correction: Optional[Correction]):
+        n = self.data.n
+        losses = np.full(n, np.nan)
+        kmax = int(steps[active].max()) if active.any() else 0
+        step_lr = lr * (correction.lr_scale if correction else 1.0)
+        for start in range(0, n, self.chunk_size):
+            clients = np.arange(start, min(n, start + self.chunk_size))
+            if not active[clients].any():
+                continue
+            losses[clients] = self._train_chunk(bank, clients, active, steps, kmax, lr, step_lr,
+                                                round_, correction)
+        return bank, losses
+
+    def _train_chunk(self, bank, clients, active, steps, kmax, lr, step_lr, round_, correction):
+        sl = slice(int(clients[0]), int(clients[-1]) + 1)
+        dev = self.device
+        params = {k: v.clone() for k, v in self.layout.unflatten(bank[sl]).items()}
+        state = tree_map(lambda t: t[sl], self.state)
+        state = self._begin(params, state)
+        local, glob = self.data.batches(clients, round_, kmax)
+        act = torch.as_tensor(active[clients], device=dev)
+        todo = torch.as_tensor(steps[clients], device=dev)
+        corr = None
+        if correction is not None:
+            d = correction.direction.to(dev)
+            d = d.expand(len(clients), -1) if d.dim() == 1 else d[sl]
+            corr = self.layout.unflatten(d)
+        loss_sum = torch.zeros(len(clients), dtype=torch.float64, device=dev)
+        for k in range(kmax):
+            g = glob[:, k]
+            new_p, new_s, loss = self._step(params, state, self.data.x[g], self.data.y[g], local[:, k], step_lr)
+            if corr is not None:
+                new_p = {name: t - lr * corr[name] for name, t in new_p.items()}
+            mask = act & (k < todo)
+            params = _where(mask, new_p, params)
+            state = _where(mask, new_s, state)
+            loss_sum += torch.where(mask, loss.double(), torch.zeros_like(loss_sum))
+        bank[sl] = self.layout.flatten(params)
+        tree_map(lambda full, part: full[sl].copy_(part), self.state, state)
+        out = (loss_sum / todo.clamp(min=1)).cpu().numpy()
+        out[~active[clients]] = np.nan
+        return out
+
+    def state_dict(self):
+        return {"opt_state": self.state}
+
+    def load_state_dict(self, state):
+        tree_map(lambda full, saved: full.copy_(saved), self.state, state["opt_state"])

@@ -1,0 +1,218 @@
+"""A run: data, model, topology, algorithm and engine wired from a Config, and the round loop.
+
+``Simulation(cfg).run(on_round)`` returns the history (one dict per evaluated round with the
+metrics of ../shared/DESIGN.md); saving, logging and plotting live outside, in the callback.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+
+import topologies
+
+from . import data as data_mod
+from . import models, optim, rng
+from .algorithms import ALGORITHMS, RoundContext
+from .bank import Layout
+from .config import Config
+from .engines import ENGINES, ClientData, pad_indices
+from .errors import ConfigError, DivergedError
+from .gossip import as_operator
+from .metrics import consensus_distance, evaluate, evaluate_clients, sharpness
+
+OnRound = Callable[["Simulation", dict[str, Any]], None]
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> cuda if available, else cpu; an unavailable device is a ConfigError."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"engine.device: {name!r} asked for but CUDA is not available; use 'auto' or 'cpu'")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("engine.device: 'mps' asked for but it is not available; use 'auto' or 'cpu'")
+    return torch.device(name)
+
+
+def optimizer_hparams(cfg: Config, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The local optimizer's hyperparameters from [local], restricted to what it accepts."""
+    loc = cfg.local
+    candidates = dict(momentum=loc.momentum, nesterov=loc.nesterov, weight_decay=loc.weight_decay,
+                      rho=loc.rho, eta=loc.eta, alpha=loc.alpha, lam=loc.lam, tau=loc.tau,
+                      ema_decay=loc.ema_decay)
+    candidates.update(overrides)
+    accepted = optim.OPTIMIZERS[loc.optimizer].hyperparameters()
+    return {k: v for k, v in candidates.items() if k in accepted}
+
+
+def pool(fed: data_mod.FederatedData) -> data_mod.FederatedData:
+    """The federation as one client holding the union of all shards (pooled-data training)."""
+    return dataclasses.replace(fed, client_train=[torch.cat(list(fed.client_train))],
+                               client_test=[torch.cat(list(fed.client_test))])
+
+
+def resolve(cfg: Config) -> Config:
+    """Fill what the config leaves to the algorithm (the local optimizer) and check names early."""
+    algo_cls = ALGORITHMS[cfg.algorithm.name]
+    if not cfg.local.optimizer:
+        cfg = cfg.replace(**{"local.optimizer": algo_cls.default_optimizer()})
+    optim.OPTIMIZERS[cfg.local.optimizer]
+    models.MODELS[cfg.model.name]
+    return cfg
+
+
+class Simulation:
+    """Everything one run needs, built from a validated Config."""
+
+    def __init__(self, cfg: Config, fed: Optional[data_mod.FederatedData] = None):
+        self.cfg = cfg = resolve(cfg)
+        if cfg.engine.threads:
+            torch.set_num_threads(cfg.engine.threads)
+        self.device = resolve_device(cfg.engine.device)
+        algo_cls = ALGORITHMS[cfg.algorithm.name]
+        self.fed = fed if fed is not None else data_mod.load_federated(cfg.data, cfg.seed)
+        self.pooled = getattr(algo_cls, "pooled", False)
+        train_fed = pool(self.fed) if self.pooled else self.fed
+        n = len(train_fed.client_train)
+        batch = cfg.local.batch_size * (self.fed.num_clients if self.pooled else 1)
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            self.model = models.build(cfg.model.name, self.fed.input_shape, self.fed.num_classes,
+                                      **({"hidden": cfg.model.hidden} if cfg.model.name == "mlp" else {}))
+        self.model.to(self.device)
+        self.layout = Layout.of(dict(self.model.named_parameters()))
+        self.algo = algo_cls(cfg, n, self.layout.size)
+        self.model_bytes = self.layout.size * 4
+
+        if not self.algo.centralized:
+            self.graphs = topologies.build_sequence(cfg.topology.name, n, seed=cfg.seed, **cfg.topology.params())
+        self._W_cache: dict[int, tuple[Any, np.ndarray, float]] = {}
+
+        self.client_data = ClientData(train_fed, self.device, cfg.seed, batch)
+        sizes = self.client_data.sizes
+        if cfg.local.local_epochs is not None:
+            steps = np.ceil(cfg.local.local_epochs * sizes / batch).astype(np.int64)
+        else:
+            steps = np.full(n, cfg.local.local_steps, dtype=np.int64)
+        self.steps = np.maximum(1, np.minimum(steps, self.algo.local_steps(int(steps.max()))))
+
+        hp = optimizer_hparams(cfg, self.algo.optimizer_overrides())
+        trainer_cls = ENGINES[cfg.engine.backend]
+        self.trainer = trainer_cls(self.model, self.layout, self.client_data, cfg.local.optimizer, hp,
+                                   self.device, cfg.engine.chunk_size)
+        self.schedule = optim.schedule(cfg.local.schedule, cfg.local.lr, decay=cfg.local.lr_decay,
+                                       total_rounds=cfg.rounds)
+        row = self.layout.row(self.model).to(self.device)
+        self.bank = row.expand(n, -1).clone()
+        self.algo.init(self.bank)
+        self.round = 0
+        self.comm_mb = 0.0
+        self.elapsed = 0.0
+        self.history: list[dict[str, Any]] = []
+        self._eval_sets()
+
+    # ------------------------------------------------------------------ topology
+    def mixing(self, round_: int) -> tuple[Any, np.ndarray, float]:
+        """(torch operator W_t, degrees, spectral gap) for round t; cached for static graphs."""
+        key = 0 if not topologies.is_time_varying(self.cfg.topology.name) else round_
+        if key not in self._W_cache:
+            G = self.graphs.graph(round_)
+            W = topologies.mixing_matrix(G, rule=self.cfg.topology.mixing)
+            deg = np.array([d for _, d in sorted(G.degree())], dtype=np.float64)
+            self._W_cache = {key: (as_operator(W, self.device), deg, topologies.spectral_gap(W))}
+        return self._W_cache[key]
+
+    # ------------------------------------------------------------------ evaluation sets
+    def _eval_sets(self) -> None:
+        fed = self.fed
+        self.x_test = fed.x_test.to(self.device)
+        self.y_test = fed.y_test.to(self.device)
+        if sum(len(t) for t in fed.client_test) > 0:
+            self.local_x, self.local_y = fed.x_train.to(self.device), fed.y_train.to(self.device)
+            self.local_idx, self.local_mask = pad_indices(fed.client_test, self.device)
+        else:  # no held-out split: every local model on the global test set
+            m = len(fed.y_test)
+            self.local_x, self.local_y = self.x_test, self.y_test
+            self.local_idx = torch.arange(m, device=self.device).expand(fed.num_clients, -1)
+            self.local_mask = torch.ones(fed.num_clients, m, dtype=torch.bool, device=self.device)
+
+    def evaluate(self, extra: dict[str, Any]) -> dict[str, Any]:
+        """Metrics of the current bank (DESIGN.md's keys)."""
+        mean_row = self.bank.mean(0)
+        acc, loss = evaluate(self.model, self.layout, mean_row, self.x_test, self.y_test)
+        if self.pooled:
+            local = np.array([acc])
+        else:
+            chunk = max(1, min(len(self.bank), getattr(self.trainer, "chunk_size", 0) or 64))
+            local = evaluate_clients(self.model, self.layout, self.bank, self.local_x, self.local_y,
+                                     self.local_idx, self.local_mask, chunk)
+        row = {"round": self.round, "test_acc": acc, "test_loss": loss,
+               "local_test_acc": float(np.nanmean(local)), "local_test_acc_std": float(np.nanstd(local)),
+               **extra, "consensus": consensus_distance(self.bank)}
+        every = self.cfg.metrics.sharpness_every
+        if every and self.round % every == 0:
+            row["sharpness"] = sharpness(self.model, self.layout, mean_row, self.x_test, self.y_test,
+                                         self.cfg.local.rho or 0.05)
+        return row
+
+    # ------------------------------------------------------------------ the round loop
+    def step(self) -> dict[str, Any]:
+        """Run one round; returns the round's raw numbers (not yet evaluated)."""
+        cfg, t = self.cfg, self.round
+        n = self.bank.shape[0]
+        active = rng.participation(cfg.seed, t, n, cfg.algorithm.participation)
+        if self.algo.centralized:
+            W, deg, gap = None, np.zeros(n), 1.0
+        else:
+            W, deg, gap = self.mixing(t)
+        lr = self.schedule(t)
+        q = cfg.algorithm.gossip_steps
+        ctx = RoundContext(round=t, active=torch.as_tensor(active, device=self.device), W=W, degrees=deg,
+                           gossip_steps=q, lr=lr, local_steps=int(self.steps.max()))
+        self.bank = self.algo.start(self.bank, ctx)
+        before = self.bank.clone()
+        self.bank, losses = self.trainer.train(self.bank, active, self.steps, lr, t, self.algo.correction(ctx))
+        if not np.isfinite(losses[active]).all():
+            bad = int(np.flatnonzero(active & ~np.isfinite(losses))[0])
+            raise DivergedError(f"client {bad}: training loss is not finite in round {t + 1}; "
+                                "lower local.lr or check the data")
+        self.bank, extra = self.algo.aggregate(before, self.bank, ctx)
+        self.comm_mb += self.algo.comm_mb(ctx, self.model_bytes)
+        self.round += 1
+        return {"train_loss": float(np.nanmean(losses)), "spectral_gap": gap,
+                "effective_gap": 1.0 - (1.0 - gap) ** q, "comm_mb": self.comm_mb,
+                "active_clients": int(active.sum()), "lr": lr, **extra}
+
+    def run(self, on_round: Optional[OnRound] = None) -> list[dict[str, Any]]:
+        """Run the remaining rounds; calls on_round(sim, metrics) after every evaluated round."""
+        while self.round < self.cfg.rounds:
+            t0 = time.perf_counter()
+            raw = self.step()
+            self.elapsed += time.perf_counter() - t0
+            if self.round % self.cfg.eval_every == 0 or self.round == self.cfg.rounds:
+                row = self.evaluate(raw)
+                row["wall_s"] = self.elapsed
+                self.history.append(row)
+                if on_round:
+                    on_round(self, row)
+        return self.history
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        return {"round": self.round, "bank": self.bank.cpu(), "trainer": self.trainer.state_dict(),
+                "algorithm": self.algo.state_dict(), "comm_mb": self.comm_mb, "elapsed": self.elapsed,
+                "history": list(self.history)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.round = int(state["round"])
+        self.bank = state["bank"].to(self.device)
+        self.trainer.load_state_dict(state["trainer"])
+        self.algo.load_state_dict(state["algorithm"])
+        self.comm_mb = float(state["comm_mb"])
+        self.elapsed = float(state["elapsed"])
+        self.history = list(state["history"])

@@ -1,0 +1,84 @@
+"""Sweeps: list-valued keys of a config expand into the cartesian product of runs.
+
+    [algorithm]
+    name = ["dfedsam", "dfedavg"]
+    gossip_steps = [1, 2, 4, 8]
+    seed = [0, 1, 2]            # top-level keys too
+
+gives 2 x 4 x 3 runs. Each run goes into its own run directory under one sweep directory, with
+sweep.json listing the axes and every run's overrides (the plots read it).
+"""
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from .config import Config, from_dict, read_toml
+from .errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One run of a sweep: its directory name, the overrides it applies and its config."""
+
+    name: str
+    overrides: dict[str, Any]
+    config: Config
+
+
+def _lists(raw: dict[str, Any], prefix: str = "") -> Iterable[tuple[str, list[Any]]]:
+    for key, value in raw.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict):
+            yield from _lists(value, path + ".")
+        elif isinstance(value, list):
+            if not value:
+                raise ConfigError(f"{path}: a sweep axis needs at least one value, got []")
+            yield path, value
+
+
+def _set(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    for p in parents:
+        raw = raw.setdefault(p, {})
+    raw[leaf] = value
+
+
+def _slug(overrides: dict[str, Any]) -> str:
+    parts = [f"{k.split('.')[-1]}={v}" for k, v in overrides.items()]
+    return re.sub(r"[^A-Za-z0-9_.=+-]", "_", ",".join(parts)) or "run"
+
+
+def expand(raw: dict[str, Any], source: str = "config") -> tuple[dict[str, list[Any]], list[Variant]]:
+    """(axes, variants) of a raw config dict; a config without lists is one variant."""
+    axes = dict(_lists(raw))
+    variants = []
+    for i, values in enumerate(itertools.product(*axes.values())):
+        overrides = dict(zip(axes, values))
+        one = copy.deepcopy(raw)
+        for k, v in overrides.items():
+            _set(one, k, v)
+        cfg = from_dict(one, source)
+        name = f"{i:03d}-{_slug(overrides)}" if axes else "run"
+        variants.append(Variant(name, overrides, cfg))
+    return axes, variants
+
+
+def load(path: str | Path, overrides: dict[str, Any] | None = None) -> tuple[dict[str, list[Any]], list[Variant]]:
+    """Read a (possibly list-valued) TOML config, apply --set overrides, expand it."""
+    raw = read_toml(path)
+    for k, v in (overrides or {}).items():
+        _set(raw, k, v)
+    return expand(raw, str(path))
+
+
+def write_index(out: Path, source: str, axes: dict[str, list[Any]], variants: list[Variant]) -> None:
+    """sweep.json: the source config, the axes and every run's directory and overrides."""
+    index = {"config": str(source), "axes": axes,
+             "runs": [{"dir": v.name, "overrides": v.overrides, "label": v.config.label()} for v in variants]}
+    (out / "sweep.json").write_text(json.dumps(index, indent=2) + "\n")
