@@ -16,6 +16,27 @@ from ..algorithms import Correction
 from .base import ENGINES, Trainer
 
 
+def torch_optimizer(name: str, model: torch.nn.Module, *, lr: float, num_samples: int,
+                    num_classes: int, **hp: Any) -> torch.optim.Optimizer:
+    """The torch.optim class of optimizer `name` over a client's model (same hyperparameters)."""
+    if name == "mesa":
+        return optim.MESA(model, lr=lr, **hp)
+    if name == "saf":
+        return optim.SAF(model.parameters(), lr=lr, num_samples=num_samples, num_classes=num_classes, **hp)
+    classes = {"sgd": optim.SGD, "sam": optim.SAM, "asam": optim.ASAM, "gsam": optim.GSAM}
+    return classes[name](model.parameters(), lr=lr, **hp)
+
+
+def extra_loss(opt: torch.optim.Optimizer, logits: torch.Tensor, x: torch.Tensor,
+               index: torch.Tensor) -> torch.Tensor | float:
+    """The trajectory term SAF / MESA ask the closure to add (0 for the others)."""
+    if isinstance(opt, optim.SAF):
+        return opt.trajectory_loss(logits, index)
+    if isinstance(opt, optim.MESA):
+        return opt.trajectory_loss(logits, x)
+    return 0.0
+
+
 @ENGINES.register("serial")
 class SerialTrainer(Trainer):
     """One model copy and one torch.optim optimizer per client, clients one after another."""
@@ -29,7 +50,7 @@ class SerialTrainer(Trainer):
         if self.models[i] is None:
             model = copy.deepcopy(self.model).to(self.device)
             self.models[i] = model
-            self.opts[i] = optim.torch_optimizer(
+            self.opts[i] = torch_optimizer(
                 self.optimizer, model, lr=lr, num_samples=int(self.data.sizes.max()),
                 num_classes=self.data.num_classes, **self.hparams)
         return self.models[i], self.opts[i]
@@ -40,8 +61,10 @@ class SerialTrainer(Trainer):
         for i in np.flatnonzero(active):
             model, opt = self._client(int(i), step_lr)
             self.layout.load_row(model, bank[i])
-            optim.set_lr(opt, step_lr)
-            optim.begin_round(opt)
+            for group in opt.param_groups:
+                group["lr"] = step_lr
+            if hasattr(opt, "begin_round"):
+                opt.begin_round()
             local, glob = self.data.batches(np.array([i]), round_, int(steps[i]))
             corr = None
             if correction is not None:
@@ -65,7 +88,7 @@ class SerialTrainer(Trainer):
             opt.zero_grad()
             logits = model(x)
             loss = F.cross_entropy(logits, y)
-            total = loss + optim.extra_loss(opt, logits, x, idx)
+            total = loss + extra_loss(opt, logits, x, idx)
             total.backward()
             return loss.detach()
         return closure
