@@ -1,0 +1,108 @@
+"""The engine against equivalences: vectorized == serial, DFedAvg on W = J == FedAvg,
+SAM with rho = 0 == its base optimizer, determinism, partial participation."""
+import numpy as np
+import pytest
+import torch
+
+from dfl.simulation import Simulation
+from tests.conftest import small_config
+
+KEYS = ("test_acc", "test_loss", "local_test_acc", "local_test_acc_std", "train_loss", "consensus", "comm_mb")
+
+
+def run(cfg):
+    return Simulation(cfg).run()
+
+
+def assert_same(h1, h2, tol=1e-4, keys=KEYS):
+    assert len(h1) == len(h2)
+    for a, b in zip(h1, h2):
+        for k in keys:
+            assert a[k] == pytest.approx(b[k], abs=tol, rel=tol), (k, a[k], b[k])
+
+
+@pytest.mark.parametrize("algo,opt", [
+    ("dfedavg", "sgd"), ("dfedavgm", "sgd"), ("dpsgd", "sgd"), ("dfedsam", "sam"), ("dfedsam", "asam"),
+    ("dfedsam", "gsam"), ("dfedsam", "saf"), ("fedavg", "sgd"), ("fedsam", "sam"), ("mofedsam", "sam"),
+])
+def test_vectorized_equals_serial(algo, opt):
+    common = {"algorithm.name": algo, "local.optimizer": opt, "local.momentum": 0.5, "rounds": 3}
+    v = run(small_config(**common, **{"engine.backend": "vectorized"}))
+    s = run(small_config(**common, **{"engine.backend": "serial"}))
+    assert_same(v, s)
+
+
+def test_vectorized_equals_serial_with_partial_participation_and_epochs():
+    common = {"algorithm.participation": 0.5, "local.local_epochs": 0.5, "data.partition": "quantity",
+              "algorithm.name": "dfedsam", "topology.name": "exponential"}
+    v = run(small_config(**common, **{"engine.backend": "vectorized", "engine.chunk_size": 4}))
+    s = run(small_config(**common, **{"engine.backend": "serial"}))
+    assert_same(v, s)
+    assert v[-1]["active_clients"] == 3
+
+
+def test_chunk_size_does_not_change_results():
+    a = run(small_config(**{"engine.chunk_size": 1}))
+    b = run(small_config(**{"engine.chunk_size": 6}))
+    assert_same(a, b, tol=1e-6)
+
+
+def test_dfedavg_on_complete_graph_equals_fedavg():
+    # Metropolis on the complete graph is W = J/n: one gossip step is exact averaging.
+    d = run(small_config(**{"algorithm.name": "dfedavg", "topology.name": "complete"}))
+    f = run(small_config(**{"algorithm.name": "fedavg"}))
+    assert_same(d, f, keys=("test_acc", "test_loss", "local_test_acc", "train_loss"))
+    assert d[-1]["consensus"] < 1e-10 and f[-1]["consensus"] == 0.0
+
+
+def test_sam_with_rho_zero_is_dfedavg():
+    sam = run(small_config(**{"algorithm.name": "dfedsam", "local.rho": 0.0}))
+    avg = run(small_config(**{"algorithm.name": "dfedavg"}))
+    assert_same(sam, avg, tol=1e-6)
+
+
+def test_same_seed_same_metrics_other_seed_differs():
+    a, b = run(small_config()), run(small_config())
+    assert_same(a, b, tol=0)
+    c = run(small_config(seed=1))
+    assert c[-1]["test_loss"] != a[-1]["test_loss"]
+
+
+def test_more_gossip_steps_shrink_consensus():
+    xi = [run(small_config(**{"algorithm.gossip_steps": q, "algorithm.name": "dfedsam"}))[-1]["consensus"]
+          for q in (1, 4)]
+    assert xi[1] < xi[0]
+
+
+def test_metrics_rows_have_the_contract_keys():
+    h = run(small_config(**{"algorithm.name": "dfedsam_mgs", "algorithm.gossip_steps": 2}))
+    for key in ("round", "test_acc", "test_loss", "local_test_acc", "train_loss", "consensus",
+                "spectral_gap", "comm_mb", "wall_s", "effective_gap", "local_test_acc_std"):
+        assert key in h[-1]
+    gap = h[-1]["spectral_gap"]
+    assert h[-1]["effective_gap"] == pytest.approx(1 - (1 - gap) ** 2)
+    # ring of 6 with Metropolis: every client sends Q * degree models per round
+    model_mb = 4 * (64 * 32 + 32 + 32 * 32 + 32 + 32 * 10 + 10) / 1e6
+    assert h[-1]["comm_mb"] == pytest.approx(2 * 2 * 6 * 2 * model_mb)
+
+
+def test_centralized_reports_drift_and_pooled_runs():
+    f = run(small_config(**{"algorithm.name": "fedsam"}))
+    assert f[-1]["drift"] > 0
+    p = run(small_config(**{"algorithm.name": "pooled"}))
+    assert p[-1]["comm_mb"] == 0.0 and p[-1]["test_acc"] > 0.1
+
+
+def test_inactive_clients_keep_their_model_before_gossip():
+    sim = Simulation(small_config(**{"algorithm.participation": 0.34, "algorithm.name": "dfedavg"}))
+    from dfl import rng
+    active = rng.participation(sim.cfg.seed, 0, 6, 0.34)
+    before = sim.bank.clone()
+    bank, losses = sim.trainer.train(sim.bank.clone(), active, sim.steps, 0.1, 0, None)
+    assert torch.equal(bank[~torch.as_tensor(active)], before[~torch.as_tensor(active)])
+    assert np.isnan(losses[~active]).all() and np.isfinite(losses[active]).all()
+
+
+def test_time_varying_topology_runs():
+    h = run(small_config(**{"topology.name": "one_peer_exponential", "data.num_clients": 8}))
+    assert np.isfinite(h[-1]["consensus"])

@@ -1,0 +1,60 @@
+"""Gossip and consensus against closed forms (ring spectra, Xi after Q steps)."""
+import numpy as np
+import pytest
+import torch
+
+import topologies
+from dfl.gossip import as_operator, mix
+from dfl.metrics import consensus_distance
+
+
+def ring_eigvec(n: int, k: int) -> np.ndarray:
+    return np.cos(2 * np.pi * k * np.arange(n) / n)
+
+
+@pytest.mark.parametrize("q", [1, 2, 4, 8])
+@pytest.mark.parametrize("sparse", [False, True])
+def test_consensus_after_q_steps_on_ring(q, sparse):
+    # x0 = the k-th Fourier mode: W x0 = lambda_k x0 with lambda_k = 1/3 + 2/3 cos(2 pi k / n),
+    # so after Q steps Xi = lambda_k^(2Q) Xi_0.
+    n, k = 80, 3
+    W = topologies.mixing_matrix(topologies.build("ring", n))
+    x0 = torch.tensor(ring_eigvec(n, k), dtype=torch.float64).unsqueeze(1).repeat(1, 5)
+    lam = 1 / 3 + 2 / 3 * np.cos(2 * np.pi * k / n)
+    Wt = as_operator(W, dtype=torch.float64, sparse=sparse)
+    xq = mix(x0, Wt, steps=q)
+    assert consensus_distance(xq) == pytest.approx(lam ** (2 * q) * consensus_distance(x0), rel=1e-9)
+
+
+def test_mix_preserves_mean_and_reaches_consensus():
+    n = 16
+    W = topologies.mixing_matrix(topologies.build("ring", n))
+    X = torch.randn(n, 7, dtype=torch.float64)
+    Y = mix(X, W, steps=2000)
+    assert torch.allclose(Y.mean(0), X.mean(0), atol=1e-12)
+    assert consensus_distance(Y) < 1e-12
+
+
+def test_sparse_and_dense_agree():
+    n = 200
+    W = topologies.mixing_matrix(topologies.build("exponential", n))
+    X = torch.randn(n, 33)
+    dense = mix(X, as_operator(W, sparse=False), 3)
+    sparse = mix(X, as_operator(W, sparse=True), 3)
+    assert as_operator(W).layout == torch.sparse_csr  # picked automatically: exponential graph is sparse
+    assert torch.allclose(dense, sparse, atol=1e-5)
+
+
+def test_consensus_distance_definition():
+    X = torch.tensor([[1.0, 2.0], [3.0, 6.0], [2.0, 4.0]])
+    xbar = X.mean(0)
+    expected = float(((X - xbar) ** 2).sum(1).mean())
+    assert consensus_distance(X) == pytest.approx(expected)
+    assert consensus_distance(X[:1]) == 0.0
+
+
+def test_complete_graph_averages_in_one_step():
+    n = 9
+    W = topologies.mixing_matrix(topologies.build("complete", n))
+    X = torch.randn(n, 4, dtype=torch.float64)
+    assert torch.allclose(mix(X, W), X.mean(0).expand(n, -1), atol=1e-12)
