@@ -142,18 +142,23 @@ def _png_base64(fig: Any, dpi: int = 200) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _config_text(paths: Sequence[Path], runs: Sequence[Run]) -> tuple[str, str]:
-    """(where from, text): the sweep's source config if it can be read, else the first run's config.toml."""
+def _configs(paths: Sequence[Path], runs: Sequence[Run]) -> list[tuple[str, str]]:
+    """(heading, text) of the sweep's source config (if it can still be found) and of the first
+    run's resolved config.toml."""
+    out = []
     for p in paths:
         src = read_sweep(p).get("config")
         if isinstance(src, str) and src:
-            for cand in (Path(src), p / src, p / Path(src).name):
-                if cand.is_file():
-                    return str(cand), cand.read_text(errors="replace")
+            cand = next((c for c in (p / src, Path(src), p / Path(src).name) if c.is_file()), None)
+            if cand is not None:
+                out.append((f"Sweep source config {cand} (as on disk now)", cand.read_text(errors="replace")))
+            else:
+                out.append((f"Sweep source config {src}", "(not found from here)"))
+            break
     first = runs[0].path / "config.toml"
     if first.is_file():
-        return str(first), first.read_text(errors="replace")
-    return "", "(no config.toml found)"
+        out.append((f"Resolved config of the first run, {first}", first.read_text(errors="replace")))
+    return out or [("Config", "(no config.toml found)")]
 
 
 FIGURE_CAPTIONS = {
@@ -207,7 +212,6 @@ def build_report(paths: Sequence[str | Path], target: Optional[float] = None, ti
             add_note(f"figure {name!r} not drawn: {exc}")
             continue
         figures.append((name, _png_base64(fig)))
-    src, cfg_text = _config_text(paths, runs)
     title = title or f"dfl report: {paths[0].resolve().name}"
     sweep = next((read_sweep(p) for p in paths if read_sweep(p)), {})
     axes = sweep.get("axes") if isinstance(sweep.get("axes"), dict) else {}
@@ -238,8 +242,9 @@ def build_report(paths: Sequence[str | Path], target: Optional[float] = None, ti
         parts.append("<p>Sweep axes:</p><ul>" + "".join(
             f"<li><code>{_esc(k)}</code>: {_esc(', '.join(map(str, v)) if isinstance(v, list) else v)}</li>"
             for k, v in axes.items()) + "</ul>")
-    parts += [f"<p class='muted'>{_esc(src)}</p>", f"<pre id='config'>{_esc(cfg_text)}</pre>",
-              "<details><summary>Runs</summary>", _runs_table(runs), "</details>", "</body></html>"]
+    for i, (heading, text) in enumerate(_configs(paths, runs)):
+        parts += [f"<p class='muted'>{_esc(heading)}</p>", f"<pre id='config{i or ''}'>{_esc(text)}</pre>"]
+    parts += ["<details><summary>Runs</summary>", _runs_table(runs), "</details>", "</body></html>"]
     return "\n".join(parts) + "\n"
 
 

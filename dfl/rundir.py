@@ -223,6 +223,12 @@ def read_sweep(path: str | Path) -> dict[str, Any]:
     return _read_json(Path(path) / "sweep.json")
 
 
+def _has_rows(run_dir: Path) -> bool:
+    """metrics.jsonl exists and is not empty (`dfl run` creates it empty when a run starts)."""
+    m = run_dir / "metrics.jsonl"
+    return m.is_file() and m.stat().st_size > 0 and bool(m.read_text(errors="replace").strip())
+
+
 def _run_dirs(p: Path, on_skip: Callable[[str], None]) -> list[Path]:
     """The run directories a user-given path stands for."""
     if not p.exists():
@@ -234,17 +240,21 @@ def _run_dirs(p: Path, on_skip: Callable[[str], None]) -> list[Path]:
         out = []
         for entry in sweep.get("runs", []):
             sub = p / str(entry.get("dir", "")) if isinstance(entry, dict) else p / str(entry)
-            if (sub / "metrics.jsonl").is_file():
+            if _has_rows(sub):
                 out.append(sub)
             else:
-                on_skip(f"{sub}: listed in {p / 'sweep.json'} but has no metrics.jsonl yet; skipped")
+                on_skip(f"{sub}: listed in {p / 'sweep.json'} but has no metrics yet; skipped")
         if out:
             return out
-        raise DflError(f"{p}: none of the sweep's runs has a metrics.jsonl yet")
+        raise DflError(f"{p}: none of the sweep's runs has metrics yet")
     found = sorted(m.parent for m in p.rglob("metrics.jsonl"))
     if not found:
         raise DflError(f"{p}: no metrics.jsonl; {_HINT}")
-    return found
+    for d in [d for d in found if not _has_rows(d)]:
+        on_skip(f"{d}: no metrics yet; skipped")
+    if not any(_has_rows(d) for d in found):
+        raise DflError(f"{p}: none of its runs has metrics yet")
+    return [d for d in found if _has_rows(d)]
 
 
 def load_runs(paths: Iterable[str | Path], on_skip: Optional[Callable[[str], None]] = None) -> list[Run]:

@@ -119,11 +119,15 @@ def test_load_runs_expands_sweeps_and_plain_dirs_and_groups_by_seed(tmp_path):
 
 
 def test_sweep_member_without_metrics_is_skipped_and_reported(tmp_path):
-    sweep = write_sweep(tmp_path / "s", algos=("dfedsam",), qs=(1,), seeds=(0, 1))
+    sweep = write_sweep(tmp_path / "s", algos=("dfedsam",), qs=(1,), seeds=(0, 1, 2))
     (sweep / "dfedsam-ring-q1-s1" / "metrics.jsonl").unlink()
+    (sweep / "dfedsam-ring-q1-s2" / "metrics.jsonl").write_text("")  # `dfl run` has just started it
     skipped = []
     assert len(load_runs([sweep], on_skip=skipped.append)) == 1
-    assert "dfedsam-ring-q1-s1" in skipped[0] and "no metrics.jsonl" in skipped[0]
+    assert len(skipped) == 2 and "dfedsam-ring-q1-s1" in skipped[0] and "no metrics yet" in skipped[0]
+    (sweep / "dfedsam-ring-q1-s0" / "metrics.jsonl").write_text("")
+    with pytest.raises(DflError, match="none of the sweep's runs has metrics yet"):
+        load_runs([sweep])
 
 
 def test_groups_with_same_label_are_told_apart(tmp_path):

@@ -75,6 +75,7 @@ def test_page_has_table_figures_config_and_no_external_resources(sweep):
     assert page.count("<img ") == 4 and page.count("src='data:image/png;base64,") == 4
     assert not re.search(r"""(src|href)=['"]?(https?:|//)""", page)
     assert "<pre id='config'>rounds = 10\n[algorithm]\nname = &quot;dfedsam&quot;" in page  # the sweep's source
+    assert "<pre id='config1'>seed = 0\nrounds = 12" in page  # the first run's resolved config
     assert "Target test accuracy 85.00% (given)" in page
 
 
