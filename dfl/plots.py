@@ -117,6 +117,10 @@ def _log_x(ax: "Axes") -> None:
 def _label(ax: "Axes", x: str | None = None, y: str | None = None, title: str | None = None) -> None:
     if x:
         ax.set_xlabel(METRIC_LABELS.get(x, x), fontsize=FONT)
+    if x == "round":
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if y:
         ax.set_ylabel(METRIC_LABELS.get(y, y), fontsize=FONT)
     if title:

@@ -31,11 +31,11 @@ DEFAULT_TARGET_FRACTION = 0.9
 """Default target accuracy: this fraction of the best final test accuracy seen."""
 
 _CSS = """
-body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1200px;margin:2em auto;
 padding:0 1em;color:#222}
 h1{font-size:1.5em}h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;font-size:13px;margin:.5em 0}th,td{padding:3px 6px;border-bottom:1px solid #e4e4e4;
-text-align:right;white-space:nowrap}th{background:#f5f5f5}td:first-child,th:first-child{text-align:left}
+text-align:right;white-space:nowrap}th{background:#f5f5f5;white-space:normal;vertical-align:bottom}td:first-child,th:first-child{text-align:left}
 pre{background:#f7f7f7;padding:.8em;overflow:auto;font-size:12px}figure{margin:1.5em 0}
 .scroll{overflow-x:auto}img{max-width:100%;height:auto}figcaption{font-size:13px;color:#555}.note{color:#a33}.muted{color:#777}
 """
@@ -119,7 +119,7 @@ def _table(rows: list[dict[str, Any]], target: float) -> str:
         to_mb = "not reached" if not r["reached"] else _fmt(r["mb_to_target"], "mb") + partial
         cells = [_esc(r["label"]), str(r["seeds"]), _fmt((r["rounds"], 0.0, 1), "int") if math.isfinite(r["rounds"])
                  else "&mdash;", _fmt(r["final_acc"], "pct"), _fmt(r["best_acc"], "pct"),
-                 _fmt(r["final_local_acc"], "pct"), to_r, to_mb, _fmt(r["final_consensus"], "sci"),
+                 _fmt(r["final_local_acc"], "pct"), to_r, to_mb, _fmt(r["final_consensus"], "num"),
                  _fmt(r["spectral_gap"], "num"), _fmt(r["wall_s"], "num")]
         out.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     return "\n".join(out) + "</tbody></table></div>"
@@ -136,10 +136,15 @@ def _runs_table(runs: Sequence[Run]) -> str:
     return "\n".join(out) + "</tbody></table>"
 
 
-def _png_base64(fig: Any, dpi: int = 200) -> str:
+PX_PER_INCH = 140
+"""Display scale of the figures on the page (paper inches -> CSS px): fonts read like 11-12 px."""
+
+
+def _png_base64(fig: Any, dpi: int = 200) -> tuple[str, int]:
+    """(base64 PNG, display width in CSS px) of a figure."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
+    return base64.b64encode(buf.getvalue()).decode("ascii"), round(fig.get_figwidth() * PX_PER_INCH)
 
 
 def _configs(paths: Sequence[Path], runs: Sequence[Run]) -> list[tuple[str, str]]:
@@ -211,7 +216,7 @@ def build_report(paths: Sequence[str | Path], target: Optional[float] = None, ti
         except DflError as exc:
             add_note(f"figure {name!r} not drawn: {exc}")
             continue
-        figures.append((name, _png_base64(fig)))
+        figures.append((name, *_png_base64(fig)))
     title = title or f"dfl report: {paths[0].resolve().name}"
     sweep = next((read_sweep(p) for p in paths if read_sweep(p)), {})
     axes = sweep.get("axes") if isinstance(sweep.get("axes"), dict) else {}
@@ -233,9 +238,10 @@ def build_report(paths: Sequence[str | Path], target: Optional[float] = None, ti
         _table(summarize(groups, target), target),
         "<h2>Figures</h2>",
     ]
-    for name, b64 in figures:
+    for name, b64, width in figures:
         cap = FIGURE_CAPTIONS.get(name, name)
-        parts.append(f"<figure id='fig-{_esc(name)}'><img alt='{_esc(cap)}' src='data:image/png;base64,{b64}'>"
+        parts.append(f"<figure id='fig-{_esc(name)}'><img alt='{_esc(cap)}' style='width:{width}px' "
+                     f"src='data:image/png;base64,{b64}'>"
                      f"<figcaption>{_esc(cap)}</figcaption></figure>")
     parts.append("<h2>Configuration</h2>")
     if axes:
