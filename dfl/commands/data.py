@@ -39,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
     if need > console.width:  # never truncate counts: let a narrow terminal wrap instead
         console = Console(width=need)
     console.print(t)
+    console.print(summary(fed), highlight=False)
     if args.plot:
         plot_label_heatmap(fed.label_counts(), args.plot, title=f"{fed.name}: labels per client")
         console.print(f"wrote {args.plot}")
@@ -74,11 +75,19 @@ def table(fed, partition: str):  # -> rich.table.Table
             top = np.argsort(-counts[i], kind="stable")[:3]
             row.append(", ".join(f"{c} ({counts[i, c]})" for c in top if counts[i, c]))
         t.add_row(*row)
-    classes = (counts > 0).sum(axis=1)
-    more = f"{n - MAX_ROWS} more clients not shown; " if n > MAX_ROWS else ""
-    t.caption = (f"{more}test = held-out local test, cls = classes present; train size min {sizes.min()} / median {int(np.median(sizes))} / max {sizes.max()}; "
-                 f"classes per client min {classes.min()} / mean {classes.mean():.1f} / max {classes.max()}")
     return t
+
+
+def summary(fed) -> str:
+    """One line: hidden rows, size and classes-per-client spread, column legend."""
+    counts = fed.label_counts()
+    sizes = np.asarray(fed.sizes())
+    classes = (counts > 0).sum(axis=1)
+    n = len(sizes)
+    more = f"{n - MAX_ROWS} more clients not shown; " if n > MAX_ROWS else ""
+    return (f"{more}train size min {sizes.min()} / median {int(np.median(sizes))} / max {sizes.max()}; "
+            f"classes per client min {classes.min()} / mean {classes.mean():.1f} / max {classes.max()} "
+            f"(test = held-out local test, cls = classes present)")
 
 
 def plot_label_heatmap(counts: np.ndarray, path: str | Path, title: str = "") -> None:
