@@ -256,7 +256,7 @@ def plot_gap(runs: Iterable[Run] | Sequence[Group], gap: str = "effective_gap") 
     groups = _groups(runs)
     require(_runs(groups), ("test_acc", "consensus"))
     styles = _Styles(groups)
-    fig, axes = _figure(2)
+    fig, axes = _figure(2, sharex=True)
     xs_all = []
     for ax, key in zip(axes.flat, ("test_acc", "consensus")):
         for g in groups:
