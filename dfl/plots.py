@@ -81,7 +81,8 @@ class _Styles:
 
     def line(self, g: Group, markers: bool = True) -> dict[str, Any]:
         """Colour by algorithm, line style by Q; a sparse marker by topology when there are several."""
-        style = {"color": algo_color(g.algorithm), "linestyle": LINESTYLES[self.qs.index(g.gossip_steps) % len(LINESTYLES)]}
+        q_index = self.qs.index(g.gossip_steps)
+        style = {"color": algo_color(g.algorithm), "linestyle": LINESTYLES[q_index % len(LINESTYLES)]}
         if markers and len(self.topos) > 1:
             style.update(marker=self.marker(g), markersize=3)
         return style

@@ -112,9 +112,11 @@ def _fmt(stat: tuple[float, float, int], kind: str) -> str:
 def _table(rows: list[dict[str, Any]], target: float) -> str:
     head = ["group", "seeds", "rounds", "final acc. %", "best acc. %", "final local acc. %",
             f"rounds to {100 * target:.1f}%", f"MB to {100 * target:.1f}%", "final consensus", "spectral gap", "wall s"]
-    out = ["<div class='scroll'><table id='summary'><thead><tr>" + "".join(f"<th>{_esc(h)}</th>" for h in head) + "</tr></thead><tbody>"]
+    out = ["<div class='scroll'><table id='summary'><thead><tr>"
+           + "".join(f"<th>{_esc(h)}</th>" for h in head) + "</tr></thead><tbody>"]
     for r in rows:
-        partial = "" if r["reached"] == r["seeds"] else f" <span class='muted'>({r['reached']}/{r['seeds']} seeds)</span>"
+        partial = "" if r["reached"] == r["seeds"] else \
+            f" <span class='muted'>({r['reached']}/{r['seeds']} seeds)</span>"
         to_r = "not reached" if not r["reached"] else _fmt(r["rounds_to_target"], "int") + partial
         to_mb = "not reached" if not r["reached"] else _fmt(r["mb_to_target"], "mb") + partial
         cells = [_esc(r["label"]), str(r["seeds"]), _fmt((r["rounds"], 0.0, 1), "int") if math.isfinite(r["rounds"])

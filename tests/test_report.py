@@ -12,7 +12,6 @@ import pytest
 
 from dfl import cli, report
 from dfl.commands import report as report_cmd
-from dfl.errors import DflError
 from dfl.rundir import group_runs, load_run, load_runs
 
 try:
