@@ -306,6 +306,18 @@ def test_bad_class_hyperparameters_and_names():
         optim.schedule("cosin", 0.1)
 
 
+def test_hyperparameter_names_and_defaults():
+    sgd = dict(momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0)
+    assert optim.hyperparameters("sgd") == sgd
+    assert optim.hyperparameters("sam") == {**sgd, "rho": 0.05}
+    assert optim.hyperparameters("asam") == {**sgd, "rho": 0.5, "eta": 0.01}
+    assert optim.hyperparameters("gsam") == {**sgd, "rho": 0.05, "alpha": 0.2}
+    assert optim.hyperparameters("saf") == {**sgd, "lam": 0.3, "tau": 5.0, "saf_epochs": 3}
+    assert optim.hyperparameters("mesa") == {
+        **sgd, "lam": 0.8, "tau": 5.0, "ema_decay": 0.9998, "warmup_steps": 0}
+    assert optim.functional.make is optim.make
+
+
 # ------------------------------------------------------------------ schedules
 
 

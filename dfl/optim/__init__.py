@@ -18,7 +18,7 @@ Learning-rate schedules over rounds: ``dfl.optim.schedule(name, lr, ...)``.
 """
 from . import functional
 from .asam import ASAM
-from .base import OPTIMIZERS, FunctionalOptimizer, Objective, make
+from .base import OPTIMIZERS, FunctionalOptimizer, Objective, hyperparameters, make
 from .gsam import GSAM
 from .losses import cross_entropy, kl_trajectory_loss
 from .mesa import MESA
@@ -28,7 +28,8 @@ from .schedules import SCHEDULES, schedule
 from .sgd import SGD
 
 __all__ = [
-    "OPTIMIZERS", "SCHEDULES", "FunctionalOptimizer", "Objective", "make", "schedule",
+    "OPTIMIZERS", "SCHEDULES", "FunctionalOptimizer", "Objective", "make", "hyperparameters",
+    "schedule",
     "functional", "cross_entropy", "kl_trajectory_loss",
     "SGD", "SAM", "ASAM", "GSAM", "SAF", "MESA",
 ]

@@ -42,6 +42,9 @@ class Objective(NamedTuple):
         targets: class labels, ``(B,)`` int64.
         index: sample ids within the client's shard, ``(B,)`` int64 (SAF's logits memory).
         weight: optional per-sample weights ``(B,)`` (e.g. 0 for padding), or None.
+
+    Under ``torch.func.vmap`` build the Objective inside the vmapped function, from the
+    per-client slices of x, targets and index (a closure cannot carry a batch dimension).
     """
 
     forward: Callable[[Params], Tensor]
@@ -152,6 +155,15 @@ class FunctionalOptimizer:
     def __repr__(self) -> str:
         hp = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.hyperparameters())
         return f"{type(self).__name__}({hp})"
+
+
+def hyperparameters(name: str) -> dict[str, Any]:
+    """Hyperparameter names and defaults of optimizer ``name`` (to pick its keys from a config).
+
+    >>> hyperparameters("asam")
+    {'momentum': 0.0, 'dampening': 0.0, 'nesterov': False, 'weight_decay': 0.0, 'rho': 0.5, 'eta': 0.01}
+    """
+    return OPTIMIZERS[name].hyperparameters()
 
 
 def make(name: str, **hparams: Any) -> FunctionalOptimizer:

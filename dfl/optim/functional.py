@@ -13,6 +13,7 @@ from .base import (
     FunctionalOptimizer,
     Objective,
     global_norm,
+    hyperparameters,
     loss_and_grad,
     make,
     tree_dot,
@@ -26,7 +27,7 @@ from .sam import FunctionalSAM, sam_perturbation
 from .sgd import FunctionalSGD, sgd_update
 
 __all__ = [
-    "OPTIMIZERS", "FunctionalOptimizer", "Objective", "make", "loss_and_grad",
+    "OPTIMIZERS", "FunctionalOptimizer", "Objective", "make", "hyperparameters", "loss_and_grad",
     "global_norm", "tree_dot", "tree_map", "cross_entropy", "kl_trajectory_loss",
     "FunctionalSGD", "FunctionalSAM", "FunctionalASAM", "FunctionalGSAM", "FunctionalSAF",
     "FunctionalMESA", "sgd_update", "sam_perturbation", "asam_perturbation", "gsam_direction",
