@@ -12,7 +12,8 @@ each sample keeps a ring buffer of its last E outputs and a visit counter c. At 
 the reference is the output stored at visit c - E, i.e. E epochs ago when every sample is seen
 once per epoch (with E = 1: the output of the previous visit). Samples seen fewer than E times
 contribute no KL term, which replaces the authors' ``kl_start_epoch`` warm-up. If a batch holds
-a sample twice (sampling with replacement), one of its outputs is stored and two visits counted. Memory cost: num_samples * E * num_classes.
+a sample twice (sampling with replacement), one of its outputs is stored and two visits are
+counted. Memory cost: num_samples * E * num_classes.
 
 Defaults from the authors' README: lam = 0.3, tau = 5, E = 3.
 """
