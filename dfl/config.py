@@ -297,8 +297,9 @@ def _coerce(path: str, tp: Any, value: Any) -> Any:
 
 def _unknown_key(path: str, key: str, valid: list[str], source: str) -> ConfigError:
     close = difflib.get_close_matches(key, valid, n=2, cutoff=0.5)
-    hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
-    where = f"{path}.{key}" if path else key
+    full = (lambda k: f"{path}.{k}") if path else (lambda k: k)
+    hint = f" (did you mean {' or '.join(repr(full(c)) for c in close)}?)" if close else ""
+    where = full(key)
     return ConfigError(f"{source}: unknown key {where!r}{hint}; valid keys: {', '.join(valid)}")
 
 

@@ -79,6 +79,6 @@ def load(path: str | Path, overrides: dict[str, Any] | None = None) -> tuple[dic
 
 def write_index(out: Path, source: str, axes: dict[str, list[Any]], variants: list[Variant]) -> None:
     """sweep.json: the source config, the axes and every run's directory and overrides."""
-    index = {"config": str(source), "axes": axes,
+    index = {"config": str(Path(source).resolve()), "axes": axes,
              "runs": [{"dir": v.name, "overrides": v.overrides, "label": v.config.label()} for v in variants]}
     (out / "sweep.json").write_text(json.dumps(index, indent=2) + "\n")

@@ -6,7 +6,12 @@ import pytest
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 os.environ.setdefault("FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION", "1")
 
+import torch  # noqa: E402
+
 from dfl.config import Config  # noqa: E402
+
+# Tiny models on 2 cores: one intra-op thread is faster and steadier than two.
+torch.set_num_threads(1)
 
 
 def small_config(**changes) -> Config:

@@ -96,7 +96,7 @@ def print_table(summaries: list[dict[str, Any]]) -> None:
 
     table = Table(title="final metrics")
     for col in ("run", "rounds", "test acc", "best acc", "local acc", "consensus", "gap", "MB sent", "time s"):
-        table.add_column(col, justify="left" if col == "run" else "right")
+        table.add_column(col, justify="left" if col == "run" else "right", no_wrap=True)
     for s in summaries:
         f = s["final"]
         table.add_row(s["label"], str(s["rounds"]), f"{f['test_acc']:.4f}", f"{s['best']['test_acc']:.4f}",
