@@ -94,7 +94,6 @@ class LocalConfig:
     schedule: str = "exponential"
     """Learning-rate schedule over rounds: constant, exponential (lr * lr_decay^round), cosine."""
     lr_decay: float = 0.998
-    rho: float = 0.05
     momentum: float = 0.0
     nesterov: bool = False
     weight_decay: float = 5e-4
@@ -103,32 +102,41 @@ class LocalConfig:
     local_epochs: Optional[float] = None
     """Local epochs per round: steps = ceil(epochs * shard size / batch_size), per client."""
     batch_size: int = 32
-    eta: float = 0.01
-    """ASAM's T_w = |w| + eta."""
-    alpha: float = 0.1
-    """GSAM's surrogate-gap weight."""
-    lam: float = 0.3
-    """SAF / MESA weight of the trajectory (KL) loss."""
-    tau: float = 5.0
-    """SAF / MESA temperature."""
-    ema_decay: float = 0.9995
-    """MESA's EMA decay of the weights."""
+    # Method hyperparameters; unset = the method's published default (see dfl.optim).
+    rho: Optional[float] = None
+    """SAM-family radius (SAM/GSAM 0.05, ASAM 0.5)."""
+    eta: Optional[float] = None
+    """ASAM's T_w = |w| + eta (0.01)."""
+    alpha: Optional[float] = None
+    """GSAM's surrogate-gap weight (0.2)."""
+    lam: Optional[float] = None
+    """SAF / MESA weight of the trajectory (KL) loss (SAF 0.3, MESA 0.8)."""
+    tau: Optional[float] = None
+    """SAF / MESA temperature (5)."""
+    saf_epochs: Optional[int] = None
+    """SAF: outputs are compared with those of this many visits ago (3)."""
+    ema_decay: Optional[float] = None
+    """MESA's EMA decay of the weights (0.9998)."""
+    warmup_steps: Optional[int] = None
+    """MESA: steps before the trajectory loss starts (0)."""
 
     def __post_init__(self) -> None:
         _check("local.lr", self.lr > 0, "> 0", self.lr)
         _check("local.lr_decay", 0 < self.lr_decay <= 1, "in (0, 1]", self.lr_decay)
-        _check("local.rho", self.rho >= 0, ">= 0", self.rho)
         _check("local.momentum", 0 <= self.momentum < 1, "in [0, 1)", self.momentum)
         _check("local.weight_decay", self.weight_decay >= 0, ">= 0", self.weight_decay)
         _check("local.local_steps", self.local_steps >= 1, ">= 1", self.local_steps)
         if self.local_epochs is not None:
             _check("local.local_epochs", self.local_epochs > 0, "> 0", self.local_epochs)
         _check("local.batch_size", self.batch_size >= 1, ">= 1", self.batch_size)
-        _check("local.eta", self.eta >= 0, ">= 0", self.eta)
-        _check("local.alpha", self.alpha >= 0, ">= 0", self.alpha)
-        _check("local.lam", self.lam >= 0, ">= 0", self.lam)
-        _check("local.tau", self.tau > 0, "> 0", self.tau)
-        _check("local.ema_decay", 0 <= self.ema_decay < 1, "in [0, 1)", self.ema_decay)
+        for key, ok, allowed in (("rho", lambda v: v >= 0, ">= 0"), ("eta", lambda v: v >= 0, ">= 0"),
+                                 ("alpha", lambda v: v >= 0, ">= 0"), ("lam", lambda v: v >= 0, ">= 0"),
+                                 ("tau", lambda v: v > 0, "> 0"), ("saf_epochs", lambda v: v >= 1, ">= 1"),
+                                 ("ema_decay", lambda v: 0 <= v < 1, "in [0, 1)"),
+                                 ("warmup_steps", lambda v: v >= 0, ">= 0")):
+            value = getattr(self, key)
+            if value is not None:
+                _check(f"local.{key}", ok(value), allowed, value)
         _check("local.schedule", self.schedule in SCHEDULES, f"one of {', '.join(SCHEDULES)}", self.schedule)
 
 

@@ -41,12 +41,11 @@ def resolve_device(name: str) -> torch.device:
 def optimizer_hparams(cfg: Config, overrides: dict[str, Any]) -> dict[str, Any]:
     """The local optimizer's hyperparameters from [local], restricted to what it accepts."""
     loc = cfg.local
-    candidates = dict(momentum=loc.momentum, nesterov=loc.nesterov, weight_decay=loc.weight_decay,
-                      rho=loc.rho, eta=loc.eta, alpha=loc.alpha, lam=loc.lam, tau=loc.tau,
-                      ema_decay=loc.ema_decay)
+    candidates = {k: getattr(loc, k) for k in ("momentum", "nesterov", "weight_decay", "rho", "eta", "alpha",
+                                               "lam", "tau", "saf_epochs", "ema_decay", "warmup_steps")}
     candidates.update(overrides)
-    accepted = optim.OPTIMIZERS[loc.optimizer].hyperparameters()
-    return {k: v for k, v in candidates.items() if k in accepted}
+    accepted = optim.hyperparameters(loc.optimizer)
+    return {k: v for k, v in candidates.items() if k in accepted and v is not None}
 
 
 def pool(fed: data_mod.FederatedData) -> data_mod.FederatedData:
@@ -157,7 +156,7 @@ class Simulation:
         every = self.cfg.metrics.sharpness_every
         if every and self.round % every == 0:
             row["sharpness"] = sharpness(self.model, self.layout, mean_row, self.x_test, self.y_test,
-                                         self.cfg.local.rho or 0.05)
+                                         self.cfg.local.rho if self.cfg.local.rho is not None else 0.05)
         return row
 
     # ------------------------------------------------------------------ the round loop

@@ -23,7 +23,7 @@ def assert_same(h1, h2, tol=1e-4, keys=KEYS):
 
 @pytest.mark.parametrize("algo,opt", [
     ("dfedavg", "sgd"), ("dfedavgm", "sgd"), ("dpsgd", "sgd"), ("dfedsam", "sam"), ("dfedsam", "asam"),
-    ("dfedsam", "gsam"), ("dfedsam", "saf"), ("fedavg", "sgd"), ("fedsam", "sam"), ("mofedsam", "sam"),
+    ("dfedsam", "gsam"), ("dfedsam", "saf"), ("dfedsam", "mesa"), ("fedavg", "sgd"), ("fedsam", "sam"), ("mofedsam", "sam"),
 ])
 def test_vectorized_equals_serial(algo, opt):
     common = {"algorithm.name": algo, "local.optimizer": opt, "local.momentum": 0.5, "rounds": 3}

@@ -75,8 +75,9 @@ class VectorizedTrainer(Trainer):
             per_client = 4 * (12 * dim + 4 * self.data.batch_size
                               * activation_numel(self.model, self.data.x[:1]))
             self.chunk_size = int(max(1, min(n, MEMORY_FRACTION * free_memory(self.device) // per_client)))
-        params = self.layout.unflatten(torch.zeros(1, dim, device=self.device))
-        one = self.opt.init({k: v[0] for k, v in params.items()},
+        # Every client starts from the model's initial weights (MESA's EMA starts there too).
+        params = {k: p.detach() for k, p in self.model.named_parameters()}
+        one = self.opt.init(params,
                             num_samples=int(self.data.sizes.max()), num_classes=self.data.num_classes)
         self.state = tree_map(lambda t: t.unsqueeze(0).repeat(n, *([1] * t.dim())).clone(), one)
         model, opt = self.model, self.opt
