@@ -201,6 +201,17 @@ class EngineConfig:
     """Clients per vmap chunk; 0 picks it from free memory."""
     threads: int = 0
     """torch intra-op threads; 0 leaves torch's default."""
+    # Ray backend (engine.backend = "ray")
+    ray_address: str = ""
+    """Address of an existing Ray cluster ("auto", "ray://host:10001", "127.0.0.1:6379"); empty starts a local Ray."""
+    clients_per_actor: int = 0
+    """Clients hosted by one actor; 0 spreads the clients evenly over the GPUs (or CPUs)."""
+    gpus_per_actor: float = 0.0
+    """GPUs per actor, fractions allowed (0.25 puts four actors on a GPU); 0 = auto (1 if GPUs exist)."""
+    cpus_per_actor: float = 1.0
+    """CPUs reserved per actor."""
+    ray_num_cpus: int = 0
+    """CPUs a local Ray may use (0 = all)."""
 
     def __post_init__(self) -> None:
         _check("engine.backend", self.backend in BACKENDS, f"one of {', '.join(BACKENDS)}", self.backend)
@@ -208,6 +219,10 @@ class EngineConfig:
         _check("engine.device", dev_ok, "auto, cpu, cuda, cuda:N or mps", self.device)
         _check("engine.chunk_size", self.chunk_size >= 0, ">= 0", self.chunk_size)
         _check("engine.threads", self.threads >= 0, ">= 0", self.threads)
+        _check("engine.clients_per_actor", self.clients_per_actor >= 0, ">= 0", self.clients_per_actor)
+        _check("engine.gpus_per_actor", self.gpus_per_actor >= 0, ">= 0", self.gpus_per_actor)
+        _check("engine.cpus_per_actor", self.cpus_per_actor > 0, "> 0", self.cpus_per_actor)
+        _check("engine.ray_num_cpus", self.ray_num_cpus >= 0, ">= 0", self.ray_num_cpus)
 
 
 BACKENDS = ("vectorized", "serial", "ray")
@@ -221,10 +236,40 @@ class MetricsConfig:
     """Every k rounds: loss increase of the averaged model after one SAM ascent step (0 = off)."""
     checkpoint_every: int = 0
     """Write a checkpoint every N rounds (0 = only at the end)."""
+    flatness_every: int = 0
+    """Every k rounds: hessian_max_eig, hessian_trace and sharpness of the averaged model (0 = off)."""
+    hessian_iters: int = 20
+    """Power-iteration / Hutchinson iterations of the flatness metrics."""
+    hessian_samples: int = 512
+    """Training samples (fixed, seeded) the flatness metrics are computed on."""
 
     def __post_init__(self) -> None:
         _check("metrics.sharpness_every", self.sharpness_every >= 0, ">= 0", self.sharpness_every)
         _check("metrics.checkpoint_every", self.checkpoint_every >= 0, ">= 0", self.checkpoint_every)
+        _check("metrics.flatness_every", self.flatness_every >= 0, ">= 0", self.flatness_every)
+        _check("metrics.hessian_iters", self.hessian_iters >= 1, ">= 1", self.hessian_iters)
+        _check("metrics.hessian_samples", self.hessian_samples >= 1, ">= 1", self.hessian_samples)
+
+
+@dataclass(frozen=True)
+class FaultsConfig:
+    """Faults to simulate (recorded per round in the metrics)."""
+
+    dropout: float = 0.0
+    """Probability that a client drops out of a round (does not train; still relays)."""
+    link_failure: float = 0.0
+    """Probability that an edge is down in a round (W rebuilt on the surviving graph)."""
+    straggler: float = 0.0
+    """Probability that a client straggles: it does a random fraction of its local steps."""
+    on_nan: str = "stop"
+    """NaN / Inf in a client's loss or model: "stop" (message, checkpoint kept) or "skip_client"
+    (the client restarts from its neighbours' average)."""
+
+    def __post_init__(self) -> None:
+        for key in ("dropout", "link_failure", "straggler"):
+            v = getattr(self, key)
+            _check(f"faults.{key}", 0 <= v < 1, "in [0, 1)", v)
+        _check("faults.on_nan", self.on_nan in ("stop", "skip_client"), '"stop" or "skip_client"', self.on_nan)
 
 
 @dataclass(frozen=True)
@@ -243,6 +288,7 @@ class Config:
     topology: TopologyConfig = field(default_factory=TopologyConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    faults: FaultsConfig = field(default_factory=FaultsConfig)
 
     def __post_init__(self) -> None:
         _check("seed", self.seed >= 0, ">= 0", self.seed)
