@@ -109,8 +109,9 @@ class VectorizedTrainer(Trainer):
         state = tree_map(lambda t: t[sl], self.state)
         state = self._begin(params, state)
         local, glob = self.data.batches(clients, round_, kmax)
-        act = torch.as_tensor(active[clients], device=dev)
-        todo = torch.as_tensor(steps[clients], device=dev)
+        act_np, todo_np = active[clients], steps[clients]
+        act = torch.as_tensor(act_np, device=dev)
+        todo = torch.as_tensor(todo_np, device=dev)
         corr = None
         if correction is not None:
             d = correction.direction.to(dev)
@@ -122,10 +123,14 @@ class VectorizedTrainer(Trainer):
             new_p, new_s, loss = self._step(params, state, self.data.x[g], self.data.y[g], local[:, k], step_lr)
             if corr is not None:
                 new_p = {name: t - lr * corr[name] for name, t in new_p.items()}
-            mask = act & (k < todo)
-            params = _where(mask, new_p, params)
-            state = _where(mask, new_s, state)
-            loss_sum += torch.where(mask, loss.double(), torch.zeros_like(loss_sum))
+            if (act_np & (k < todo_np)).all():  # the common case: no client to hold back
+                params, state = new_p, new_s
+                loss_sum += loss.double()
+            else:
+                mask = act & (k < todo)
+                params = _where(mask, new_p, params)
+                state = _where(mask, new_s, state)
+                loss_sum += torch.where(mask, loss.double(), torch.zeros_like(loss_sum))
         bank[sl] = self.layout.flatten(params)
         tree_map(lambda full, part: full[sl].copy_(part), self.state, state)
         out = (loss_sum / todo.clamp(min=1)).cpu().numpy()

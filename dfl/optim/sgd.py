@@ -71,16 +71,16 @@ def sgd_update(
     for k, w in params.items():
         d = grads[k]
         if weight_decay != 0:
-            d = d + weight_decay * w
+            d = torch.add(d, w, alpha=weight_decay)  # one fused pass: g + wd * w
         if momentum != 0:
-            b = momentum * bufs[k] + (1 - dampening) * d
+            b = torch.add(momentum * bufs[k], d, alpha=1 - dampening)
             if isinstance(first, Tensor):
                 b = torch.where(first, d, b)
             elif first:
                 b = d
             new_bufs[k] = b
-            d = d + momentum * b if nesterov else b
-        new_params[k] = w - lr * d
+            d = torch.add(d, b, alpha=momentum) if nesterov else b
+        new_params[k] = torch.add(w, d, alpha=-lr) if isinstance(lr, (int, float)) else w - lr * d
     return new_params, new_bufs
 
 
