@@ -19,8 +19,8 @@ from .base import ENGINES, Trainer
 def torch_optimizer(name: str, model: torch.nn.Module, *, lr: float, num_samples: int,
                     num_classes: int, **hp: Any) -> torch.optim.Optimizer:
     """The torch.optim class of optimizer `name` over a client's model (same hyperparameters)."""
-    if name == "mesa":
-        return optim.MESA(model, lr=lr, **hp)
+    if name in ("mesa", "tram"):
+        return {"mesa": optim.MESA, "tram": optim.TRAM}[name](model, lr=lr, **hp)
     if name == "saf":
         return optim.SAF(model.parameters(), lr=lr, num_samples=num_samples, num_classes=num_classes, **hp)
     classes = {"sgd": optim.SGD, "sam": optim.SAM, "asam": optim.ASAM, "gsam": optim.GSAM}
@@ -34,6 +34,8 @@ def extra_loss(opt: torch.optim.Optimizer, logits: torch.Tensor, x: torch.Tensor
         return opt.trajectory_loss(logits, index)
     if isinstance(opt, optim.MESA):
         return opt.trajectory_loss(logits, x)
+    if isinstance(opt, optim.TRAM):  # measures TRAM's radius; adds nothing to the loss
+        return opt.observe(logits, x)
     return 0.0
 
 

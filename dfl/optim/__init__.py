@@ -1,4 +1,4 @@
-"""Local optimizers: SGD and the SAM family (SAM, ASAM, GSAM, SAF, MESA).
+"""Local optimizers: SGD and the SAM family (SAM, ASAM, GSAM, SAF, MESA, TRAM).
 
 Two entry points over one implementation of the math (pure helpers in each method's module):
 
@@ -9,7 +9,7 @@ Two entry points over one implementation of the math (pure helpers in each metho
       params, state, loss = opt.step(params, state, dfl.optim.Objective(forward, y, idx), lr)
       state = opt.begin_round(params, state)
 
-- torch.optim classes with torch's closure convention (SGD, SAM, ASAM, GSAM, SAF, MESA)::
+- torch.optim classes with torch's closure convention (SGD, SAM, ASAM, GSAM, SAF, MESA, TRAM)::
 
       opt = dfl.optim.SAM(model.parameters(), rho=0.05, lr=0.1, momentum=0.9)
       loss = opt.step(closure)   # closure: zero_grad, loss, backward, return loss
@@ -26,10 +26,11 @@ from .saf import SAF
 from .sam import SAM
 from .schedules import SCHEDULES, schedule
 from .sgd import SGD
+from .tram import TRAM
 
 __all__ = [
     "OPTIMIZERS", "SCHEDULES", "FunctionalOptimizer", "Objective", "make", "hyperparameters",
     "schedule",
     "functional", "cross_entropy", "kl_trajectory_loss",
-    "SGD", "SAM", "ASAM", "GSAM", "SAF", "MESA",
+    "SGD", "SAM", "ASAM", "GSAM", "SAF", "MESA", "TRAM",
 ]

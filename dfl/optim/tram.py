@@ -1,0 +1,174 @@
+"""TRAM: Trust Region Aware Minimization (Sherborne, Saphra, Dasigi, Peng, "TRAM: Bridging Trust
+Regions and Sharpness Aware Minimization", ICLR 2024, arXiv:2310.03646).
+
+SAM whose neighbourhood radius is not a constant but a trust-region measure in function space:
+how far the current model's outputs have moved from those of a reference model on the batch.
+Update rule (g = grad L(w), p_w = softmax(f_w(x) / tau), all parameters flattened together)::
+
+    d_t   = mean_i KL( p_ref(x_i) || p_w(x_i) )          # function-space divergence, a constant
+    rho_t = min(lam * d_t, rho)                          # the radius: scaled, capped at rho
+    e     = rho_t * g / (||g|| + 1e-12)                  # SAM's ascent with radius rho_t
+    w     <- base_step(w, grad L(w + e))                 # SGD (momentum, weight decay at w)
+
+The reported loss is L(w). d_t is computed without gradient (stop-gradient), as in the authors'
+code, where the divergence only scales the ascent step. With rho_t = rho for every step this is
+SAM; with d_t = 0 (the current model equals the reference, e.g. the first local step of a round)
+the step is plain SGD.
+
+The reference model. The paper's variants differ in the reference: TRAM-theta_0 (the pre-trained
+model), TRAM-theta_{t-1} (the previous step), TRAM-x (noised inputs). Here the reference is the
+model held at the last ``begin_round`` (the engine calls it at the start of every round, after
+gossip), i.e. TRAM-theta_0 with theta_0 = the client's model at the start of the round: local
+steps that move the client's predictions away from the consensus get a larger SAM neighbourhood.
+Before the first ``begin_round`` the reference is the initial weights.
+
+Defaults and exact choices. The authors' code (github.com/tomsherborne/tram_optimizer, ``kl.py``,
+``tram.py``) uses the forward KL(target || current) of the logits at temperature 1 with a
+``logit_scale`` multiplier of 1 and no cap; its ``F.kl_div(..., reduction="mean") / batch_size``
+divides the summed KL by B * C * B, whereas d_t here is the per-sample KL averaged over the batch
+(the paper's d); set ``lam = 1 / (B * C)`` to reproduce the code's scaling. Defaults here:
+``lam = 1`` (the code's logit_scale), ``tau = 1`` (no temperature), and ``rho = 0.5`` as a cap
+(ASAM's radius, 10x SAM's), which the paper does not have: it keeps a client that drifted far in
+function space from taking a destructive ascent step; a large ``rho`` recovers the uncapped rule.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import torch
+from torch import Tensor
+
+from .base import OPTIMIZERS, Objective, Params, State, check, check_number, loss_and_grad, tree_axpy
+from .losses import kl_trajectory_loss
+from .sam import SAM, FunctionalSAM, check_rho, sam_perturbation
+
+
+def tram_radius(logits: Tensor, ref_logits: Tensor, *, lam: Any, tau: Any, rho: Any,
+                weight: Optional[Tensor] = None) -> Tensor:
+    """rho_t = min(lam * mean_i KL(softmax(ref_i / tau) || softmax(logits_i / tau)), rho), detached.
+
+    ``weight`` (B,) weights the mean over the batch (0 drops a padded sample).
+    """
+    kl = kl_trajectory_loss(logits.detach(), ref_logits.detach(), tau, weight) / (tau * tau)
+    return torch.clamp(lam * kl, max=rho)
+
+
+def validate_tram(rho: Any, lam: Any, tau: Any) -> tuple[float, float, float]:
+    rho = check_rho(rho)
+    check("lam", check_number("lam", lam) >= 0, ">= 0", lam)
+    check("tau", check_number("tau", tau) > 0, "> 0", tau)
+    return rho, float(lam), float(tau)
+
+
+@OPTIMIZERS.register("tram")
+class FunctionalTRAM(FunctionalSAM):
+    """Functional TRAM over SGD (see the module docstring for the rule).
+
+    Args:
+        rho: cap of the radius, >= 0 (default 0.5; 0 gives plain SGD).
+        lam: scale of the divergence, >= 0 (default 1, the authors' logit_scale).
+        tau: softmax temperature of the divergence, > 0 (default 1).
+        momentum, dampening, nesterov, weight_decay: of the base SGD step.
+
+    State: SGD's plus ``ref`` (the reference weights, a copy of the params' structure), set by
+    :meth:`init` and :meth:`begin_round`. Two gradient evaluations and one extra forward (the
+    reference outputs) per step.
+    """
+
+    name = "tram"
+
+    def __init__(self, *, momentum: float = 0.0, dampening: float = 0.0, nesterov: bool = False,
+                 weight_decay: float = 0.0, rho: float = 0.5, lam: float = 1.0, tau: float = 1.0):
+        rho, self.lam, self.tau = validate_tram(rho, lam, tau)
+        super().__init__(momentum=momentum, dampening=dampening, nesterov=nesterov,
+                         weight_decay=weight_decay, rho=rho)
+
+    def init(self, params: Params, *, num_samples: int = 0, num_classes: int = 0) -> State:
+        return {**super().init(params), "ref": {k: v.detach().clone() for k, v in params.items()}}
+
+    def begin_round(self, params: Params, state: State) -> State:
+        """The reference becomes the weights the client starts the round with."""
+        return {**state, "ref": {k: v.detach().clone() for k, v in params.items()}}
+
+    def step(self, params: Params, state: State, obj: Objective, lr: Any) -> tuple[Params, State, Tensor]:
+        g, loss, logits = loss_and_grad(obj, params)
+        ref = obj.forward(state["ref"]).detach()
+        radius = tram_radius(logits, ref, lam=self.lam, tau=self.tau, rho=self.rho, weight=obj.weight)
+        e = sam_perturbation(g, radius)
+        g_p, _, _ = loss_and_grad(obj, tree_axpy(1.0, e, params))
+        params, state = self.descend(params, g_p, state, lr)
+        return params, state, loss
+
+
+class TRAM(SAM):
+    """TRAM over a model's parameters (shell over :func:`tram_radius` and the SAM step).
+
+    Args:
+        model: the torch.nn.Module being trained (the reference outputs are computed with
+            ``torch.func.functional_call(model, reference, (inputs,))``).
+        base_optimizer: None (dfl.optim.SGD), a torch.optim.Optimizer class or instance
+            (an instance must hold exactly ``model.parameters()``).
+        rho, lam, tau: as :class:`FunctionalTRAM` (0.5, 1, 1).
+        **base_kwargs: lr, momentum, weight_decay, ... of the base optimizer class.
+
+    The closure must hand the batch's outputs to :meth:`observe` (it adds nothing to the loss;
+    it measures the radius on the first closure call of a step). Call :meth:`begin_round` to
+    move the reference to the current weights. Example::
+
+        opt = TRAM(model, lr=0.1)
+        opt.begin_round()
+        def closure():
+            opt.zero_grad()
+            logits = model(x)
+            loss = F.cross_entropy(logits, y) + opt.observe(logits, x)
+            loss.backward()
+            return loss
+        loss = opt.step(closure)
+    """
+
+    def __init__(self, model: torch.nn.Module, base_optimizer: Any = None, *, rho: float = 0.5,
+                 lam: float = 1.0, tau: float = 1.0, **base_kwargs: Any):
+        rho, self.lam, self.tau = validate_tram(rho, lam, tau)
+        self.model = model
+        self.named = dict(model.named_parameters())
+        params = None if isinstance(base_optimizer, torch.optim.Optimizer) else list(self.named.values())
+        super().__init__(params, base_optimizer, rho=rho, **base_kwargs)
+        for group in self.param_groups:
+            group.setdefault("lam", self.lam)
+            group.setdefault("tau", self.tau)
+        self.state["tram"] = {"observing": False, "radius": None}
+        self.begin_round()
+
+    def begin_round(self) -> None:
+        """Store the current weights as the reference."""
+        for p in self.named.values():
+            self.state[p]["ref"] = p.detach().clone()
+
+    def reference(self) -> Params:
+        """The reference weights, keyed like ``model.named_parameters()``."""
+        return {n: self.state[p]["ref"] for n, p in self.named.items()}
+
+    def observe(self, logits: Tensor, inputs: Tensor, weight: Optional[Tensor] = None) -> float:
+        """Measure rho_t from the batch's outputs ``logits`` at w (first closure call); returns 0."""
+        tram = self.state["tram"]
+        if tram["observing"]:
+            with torch.no_grad():
+                ref = torch.func.functional_call(self.model, self.reference(), (inputs,))
+            tram["radius"] = tram_radius(logits, ref, lam=self.lam, tau=self.tau, rho=self.rho,
+                                         weight=weight)
+            tram["observing"] = False
+        return 0.0
+
+    def perturbation(self, params: Params, grads: Params) -> Params:
+        radius = self.state["tram"]["radius"]
+        if radius is None:
+            raise TypeError("TRAM.step: the closure must pass the batch's outputs to "
+                            "opt.observe(logits, inputs) before backward")
+        return sam_perturbation(grads, radius)
+
+    def step(self, closure: Optional[Callable[[], Tensor]] = None) -> Tensor:
+        self.state["tram"].update(observing=True, radius=None)
+        try:
+            return super().step(closure)
+        finally:
+            self.state["tram"].update(observing=False, radius=None)
