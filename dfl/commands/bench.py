@@ -1,0 +1,63 @@
+"""`dfl bench [--quick] [--rows abcde] [--out FILE.json]`: the speed table (ratios within one run)."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("bench", help="benchmark the engine (ratios measured within one run)",
+                       description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="small sizes: checks that every row runs (CI)")
+    p.add_argument("--rows", default="abcde", help="which rows to run (default abcde)")
+    p.add_argument("--out", default="bench.json", help="JSON output (default bench.json)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's default)")
+    return p
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.3g}" if abs(v) < 1000 else f"{v:,.0f}"
+    return str(v)
+
+
+def print_tables(result: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=160)
+    titles = {"ab": "a/b  round time: vectorized vs per-client loop vs pooled compute limit",
+              "c": "c  gossip X <- W X vs a memory copy", "d": "d  scale: memory per client",
+              "e": "e  end to end: dfl run vs Flower simulation; Ray vs vectorized"}
+    for key, title in titles.items():
+        rows = result.get(key)
+        if not rows:
+            continue
+        table = Table(title=title)
+        cols = list(dict.fromkeys(k for r in rows for k in r))
+        for c in cols:
+            table.add_column(c, justify="right", no_wrap=True)
+        for r in rows:
+            table.add_row(*[_fmt(r.get(c, "")) for c in cols])
+        console.print(table)
+    console.print(f"device: {result['device']}, torch threads: {result['threads']}, torch {result['torch']}")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..bench import QUICK, Sizes, run_all
+    from ..errors import DflError
+
+    bad = set(args.rows) - set("abcde")
+    if bad or not args.rows:
+        raise DflError(f"--rows: letters from abcde, got {args.rows!r}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    result = run_all(QUICK if args.quick else Sizes(), args.rows)
+    print_tables(result)
+    Path(args.out).write_text(json.dumps(result, indent=2, default=str) + "\n")
+    print(f"written {args.out}")
+    return 0
