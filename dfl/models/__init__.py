@@ -1,4 +1,4 @@
-"""Models every client trains: logistic, mlp, cnn, resnet18 (GroupNorm).
+"""Models every client trains: logistic, mlp, cnn, resnet18 (GroupNorm), vit, mixer (LayerNorm).
 
     model = dfl.models.build("cnn", (1, 8, 8), 10)
 
@@ -32,6 +32,8 @@ MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
 
 from . import resnet as _resnet  # noqa: E402,F401  (registers resnet18)
 from . import simple as _simple  # noqa: E402,F401  (registers logistic, mlp, cnn)
+from . import mixer as _mixer  # noqa: E402,F401  (registers mixer)
+from . import vit as _vit  # noqa: E402,F401  (registers vit)
 
 IGNORABLE = {"hidden", "groups"}
 """Model options that are fine to pass to any model (ModelConfig fields); others must be taken."""
@@ -41,7 +43,7 @@ def build(name: str, input_shape: tuple[int, ...], num_classes: int, **kw: Any) 
     """Build a fresh model (initialised from torch's global generator; seed it around the call).
 
     Args:
-        name: a name in MODELS (logistic, mlp, cnn, resnet18).
+        name: a name in MODELS (logistic, mlp, cnn, resnet18, vit, mixer).
         input_shape: shape of one sample, e.g. (1, 8, 8) or (60,).
         num_classes: output width.
         **kw: model options (mlp: hidden; resnet18: groups); options of other models are ignored.
