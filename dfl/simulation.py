@@ -15,12 +15,13 @@ import torch
 import topologies
 
 from . import data as data_mod
+from . import faults as faults_mod
 from . import models, optim, rng
 from .algorithms import ALGORITHMS, RoundContext
 from .bank import Layout
 from .config import Config
 from .engines import ENGINES, ClientData, pad_indices
-from .errors import ConfigError, DivergedError
+from .errors import ConfigError
 from .gossip import as_operator
 from .metrics import consensus_distance, evaluate, evaluate_clients, sharpness
 
@@ -88,9 +89,12 @@ class Simulation:
         self.algo = algo_cls(cfg, n, self.layout.size)
         self.model_bytes = self.layout.size * 4
 
+        self.faults = faults_mod.FaultModel(cfg.faults, cfg.seed)
+        self._W_cache: dict[int, tuple[Any, np.ndarray, float, Any]] = {}
+        self.round_graph = None
         if not self.algo.centralized:
             self.graphs = topologies.build_sequence(cfg.topology.name, n, seed=cfg.seed, **cfg.topology.params())
-        self._W_cache: dict[int, tuple[Any, np.ndarray, float]] = {}
+            self.mixing(0)  # a bad mixing rule is a user error now, not in round 1
 
         self.client_data = ClientData(train_fed, self.device, cfg.seed, batch)
         sizes = self.client_data.sizes
@@ -117,14 +121,19 @@ class Simulation:
 
     # ------------------------------------------------------------------ topology
     def mixing(self, round_: int) -> tuple[Any, np.ndarray, float]:
-        """(torch operator W_t, degrees, spectral gap) for round t; cached for static graphs."""
-        key = 0 if not topologies.is_time_varying(self.cfg.topology.name) else round_
+        """(torch operator W_t, degrees, spectral gap) for round t; cached for static graphs.
+
+        With link failures, W_t is built on the round's surviving graph (self.round_graph).
+        """
+        varying = topologies.is_time_varying(self.cfg.topology.name) or self.cfg.faults.link_failure > 0
+        key = round_ if varying else 0
         if key not in self._W_cache:
-            G = self.graphs.graph(round_)
+            G = self.faults.surviving(self.graphs.graph(round_), round_)
             W = topologies.mixing_matrix(G, rule=self.cfg.topology.mixing)
             deg = np.array([d for _, d in sorted(G.degree())], dtype=np.float64)
-            self._W_cache = {key: (as_operator(W, self.device), deg, topologies.spectral_gap(W))}
-        return self._W_cache[key]
+            self._W_cache = {key: (as_operator(W, self.device), deg, topologies.spectral_gap(W), G)}
+        W, deg, gap, self.round_graph = self._W_cache[key]
+        return W, deg, gap
 
     # ------------------------------------------------------------------ evaluation sets
     def _eval_sets(self) -> None:
@@ -164,7 +173,7 @@ class Simulation:
         """Run one round; returns the round's raw numbers (not yet evaluated)."""
         cfg, t = self.cfg, self.round
         n = self.bank.shape[0]
-        active = rng.participation(cfg.seed, t, n, cfg.algorithm.participation)
+        active = rng.participation(cfg.seed, t, n, cfg.algorithm.participation) & ~self.faults.dropped(t, n)
         if self.algo.centralized:
             W, deg, gap = None, np.zeros(n), 1.0
         else:
@@ -175,17 +184,22 @@ class Simulation:
                            gossip_steps=q, lr=lr, local_steps=int(self.steps.max()))
         self.bank = self.algo.start(self.bank, ctx)
         before = self.bank.clone()
-        self.bank, losses = self.trainer.train(self.bank, active, self.steps, lr, t, self.algo.correction(ctx))
-        if not np.isfinite(losses[active]).all():
-            bad = int(np.flatnonzero(active & ~np.isfinite(losses))[0])
-            raise DivergedError(f"client {bad}: training loss is not finite in round {t + 1}; "
-                                "lower local.lr or check the data")
-        self.bank, extra = self.algo.aggregate(before, self.bank, ctx)
+        steps = self.faults.local_steps(t, self.steps)
+        self.bank, losses = self.trainer.train(self.bank, active, steps, lr, t, self.algo.correction(ctx))
+        bad = faults_mod.diverged(self.bank, losses, active)
+        if bad.any():  # faults.on_nan: stop (DivergedError) or restart the client from its neighbours
+            active = faults_mod.handle_divergence(self, bad, losses, before, active)
+            ctx.active = torch.as_tensor(active, device=self.device)
+        if self.algo.centralized and not active.any():
+            self.bank, extra = before, {}  # nobody to average: the global model stays
+        else:
+            self.bank, extra = self.algo.aggregate(before, self.bank, ctx)
         self.comm_mb += self.algo.comm_mb(ctx, self.model_bytes)
         self.round += 1
-        return {"train_loss": float(np.nanmean(losses)), "spectral_gap": gap,
+        return {"train_loss": faults_mod.mean_loss(losses), "spectral_gap": gap,
                 "effective_gap": 1.0 - (1.0 - gap) ** q, "comm_mb": self.comm_mb,
-                "active_clients": int(active.sum()), "lr": lr, **extra}
+                "active_clients": int(active.sum()), "lr": lr, **extra,
+                **faults_mod.round_metrics(self, active, steps, bad)}
 
     def run(self, on_round: Optional[OnRound] = None) -> list[dict[str, Any]]:
         """Run the remaining rounds; calls on_round(sim, metrics) after every evaluated round."""

@@ -1,0 +1,170 @@
+"""Simulated faults ([faults] in the config) and what a round does when training diverges.
+
+Every draw comes from the counter-based stream ``rng.FAULTS`` keyed by (seed, round, client) or
+(seed, round, edge), so a run's faults do not depend on the backend, the chunk size or on
+whether it was resumed from a checkpoint. Per round t:
+
+    dropout        client i is dropped when u(t, i, DROP) < faults.dropout: it does not train.
+                   In gossip it still relays (W is applied to every row, as in the DFL papers'
+                   partial participation: Sun et al. TPAMI 2022, Shi et al. ICML 2023); for
+                   centralized algorithms it is not aggregated.
+    link_failure   edge {u, v} (u < v) is down when u(t, u * n + v, LINK) < faults.link_failure;
+                   W_t is rebuilt with topology.mixing on the surviving graph (Metropolis stays
+                   symmetric and doubly stochastic). A disconnected round is allowed; its
+                   spectral gap is 0 and is recorded, as are live_edges.
+    straggler      client i straggles when u(t, i, STRAGGLE) < faults.straggler and then does
+                   max(1, ceil(u(t, i, FRACTION) * K_i)) of its K_i local steps.
+
+Non-finite values (NaN / Inf) in a client's loss or model row are caught right after local
+training (`diverged`). With faults.on_nan = "stop" the run stops with a DivergedError naming the
+client and the round (the run directory keeps its last good checkpoint); with "skip_client" the
+client restarts from the mean of its graph neighbours' models (`neighbour_mean`; centralized
+algorithms drop it from the average) and its local optimizer state is cleared (`reset_state`).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import networkx as nx
+import numpy as np
+import torch
+
+from . import rng
+from .config import FaultsConfig
+from .errors import DivergedError
+
+#: Columns of the FAULTS stream: one independent uniform per use.
+DROP, STRAGGLE, FRACTION, LINK = 0, 1, 2, 3
+_COLUMNS = 4
+
+
+class FaultModel:
+    """The faults of a run: which clients drop or straggle and which links fail, per round."""
+
+    def __init__(self, cfg: FaultsConfig, seed: int):
+        self.cfg = cfg
+        self.seed = seed
+
+    def _u(self, round_: int, ids: np.ndarray, column: int) -> np.ndarray:
+        return rng.uniform(self.seed, rng.FAULTS, round_, ids, _COLUMNS)[:, column]
+
+    def dropped(self, round_: int, n: int) -> np.ndarray:
+        """(n,) bool: clients that drop out of round t."""
+        if self.cfg.dropout <= 0:
+            return np.zeros(n, dtype=bool)
+        return self._u(round_, np.arange(n), DROP) < self.cfg.dropout
+
+    def local_steps(self, round_: int, steps: np.ndarray) -> np.ndarray:
+        """Each client's local steps in round t: max(1, ceil(u K_i)) for stragglers, else K_i."""
+        steps = np.asarray(steps, dtype=np.int64)
+        if self.cfg.straggler <= 0:
+            return steps
+        n = len(steps)
+        slow = self._u(round_, np.arange(n), STRAGGLE) < self.cfg.straggler
+        part = np.maximum(1, np.ceil(self._u(round_, np.arange(n), FRACTION) * steps)).astype(np.int64)
+        return np.where(slow, np.minimum(part, steps), steps)
+
+    def surviving(self, G: nx.Graph, round_: int) -> nx.Graph:
+        """G_t without the edges that fail in round t (all nodes kept)."""
+        if self.cfg.link_failure <= 0 or G.number_of_edges() == 0:
+            return G
+        n = G.number_of_nodes()
+        edges = np.array([(min(a, b), max(a, b)) for a, b in G.edges() if a != b], dtype=np.int64)
+        if len(edges) == 0:
+            return G
+        up = self._u(round_, edges[:, 0] * n + edges[:, 1], LINK) >= self.cfg.link_failure
+        H = nx.Graph()
+        H.add_nodes_from(range(n))
+        H.add_edges_from(map(tuple, edges[up]))
+        return H
+
+
+def diverged(bank: torch.Tensor, losses: np.ndarray, active: np.ndarray) -> np.ndarray:
+    """(n,) bool: active clients whose training loss or model row holds a NaN / Inf."""
+    rows_ok = torch.isfinite(bank).all(dim=1).cpu().numpy()
+    return np.asarray(active, dtype=bool) & (~np.isfinite(losses) | ~rows_ok)
+
+
+def stop_message(bad: np.ndarray, losses: np.ndarray, round_: int) -> str:
+    """One line naming the first diverged client and the round (1-based, as in the metrics)."""
+    i = int(np.flatnonzero(bad)[0])
+    what = "training loss" if not np.isfinite(losses[i]) else "model"
+    more = f" (and {int(bad.sum()) - 1} more)" if bad.sum() > 1 else ""
+    return (f"client {i}{more}: {what} is not finite (NaN/Inf) in round {round_ + 1}; lower local.lr, "
+            "check the data, or set faults.on_nan = \"skip_client\" (the last checkpoint is kept)")
+
+
+def neighbour_mean(bank: torch.Tensor, bad: np.ndarray, G: nx.Graph, fallback: torch.Tensor) -> torch.Tensor:
+    """Rows of the bad clients replaced by the mean of their good graph neighbours' rows.
+
+    A bad client without a good neighbour (isolated this round) takes its fallback row (its
+    model at the start of the round). Returns a new bank.
+    """
+    out = bank.clone()
+    for i in np.flatnonzero(bad):
+        nbrs = [j for j in G.neighbors(int(i)) if j != i and not bad[j]]
+        out[i] = bank[nbrs].mean(0) if nbrs else fallback[i]
+    return out
+
+
+def reset_state(trainer: Any, bad: np.ndarray) -> None:
+    """Clear the local optimizer state (momentum, EMA, ...) of the bad clients.
+
+    Engines may define ``reset_clients(indices)``; otherwise the vectorized engine's per-client
+    state tensors get their non-finite entries zeroed and the serial engine's per-client optimizer
+    is dropped (rebuilt fresh on its next round).
+    """
+    idx = np.flatnonzero(bad)
+    if hasattr(trainer, "reset_clients"):
+        trainer.reset_clients(idx)
+        return
+    state = getattr(trainer, "state", None)
+    if state is not None:
+        for leaf in torch.utils._pytree.tree_leaves(state):
+            if isinstance(leaf, torch.Tensor) and leaf.dim() > 0 and leaf.is_floating_point():
+                rows = leaf[idx]
+                leaf[idx] = torch.where(torch.isfinite(rows), rows, torch.zeros_like(rows))
+    for name in ("models", "opts"):
+        clients = getattr(trainer, name, None)
+        if isinstance(clients, list):
+            for i in idx:
+                clients[int(i)] = None
+
+
+def handle_divergence(sim: Any, bad: np.ndarray, losses: np.ndarray, before: torch.Tensor,
+                      active: np.ndarray) -> np.ndarray:
+    """Apply faults.on_nan to the clients in `bad`; returns the round's new active mask.
+
+    "stop" raises DivergedError. "skip_client": a gossip client's row (both the pre-round row that
+    D-PSGD mixes and the trained one) becomes its neighbours' mean; a centralized client keeps the
+    global model and is left out of the average. Either way its loss is not reported.
+    """
+    if sim.cfg.faults.on_nan == "stop":
+        raise DivergedError(stop_message(bad, losses, sim.round))
+    losses[bad] = np.nan
+    reset_state(sim.trainer, bad)
+    if sim.algo.centralized:
+        sim.bank[torch.as_tensor(bad, device=sim.bank.device)] = before[torch.as_tensor(bad, device=before.device)]
+    else:
+        sim.bank = neighbour_mean(sim.bank, bad, sim.round_graph, before)
+        before[torch.as_tensor(bad, device=before.device)] = sim.bank[torch.as_tensor(bad, device=sim.bank.device)]
+    return active & ~bad
+
+
+def mean_loss(losses: np.ndarray) -> float:
+    """Mean training loss of the clients that trained (NaN when none did, without a warning)."""
+    ok = np.isfinite(losses)
+    return float(losses[ok].mean()) if ok.any() else float("nan")
+
+
+def round_metrics(sim: Any, active: np.ndarray, steps: np.ndarray, bad: np.ndarray) -> dict[str, Any]:
+    """The fault columns of a round's metrics row: live_edges (gossip), stragglers and
+    diverged_clients (when those faults are configured)."""
+    out: dict[str, Any] = {}
+    if not sim.algo.centralized:
+        out["live_edges"] = sim.round_graph.number_of_edges()
+    if sim.cfg.faults.straggler > 0:
+        out["stragglers"] = int(((steps < sim.steps) & active).sum())
+    if sim.cfg.faults.on_nan == "skip_client":
+        out["diverged_clients"] = int(bad.sum())
+    return out
