@@ -1,0 +1,148 @@
+"""The ClientApp: one federation client per SuperNode (Flower's Message API).
+
+Message types it answers:
+
+    train            FedAvg family: train the received global model (Flower's FedAvg / FedAvgM).
+                     MoFedSAM's server adds the ArrayRecord "correction" (Delta) and the config key
+                     "correction-lr-scale" (beta): each step is y <- step(y; beta lr) - lr (1-beta) Delta.
+    evaluate         accuracy / loss of the received global model on this client's held-out split.
+    query.setup      gossip: store the initial model; reply with this node's client id.
+    train.gossip     gossip: train the node's own model (kept in context.state between rounds).
+    query.mix        gossip: one step z_i <- W_ii z_i + sum_j W_ij z_j with the neighbours' z_j.
+    evaluate.own     gossip: accuracy / loss of the node's own model on its held-out split.
+
+Every reply carries the metric "client-weight" = 1: dfl averages clients with equal weights.
+The optimizer state (momentum, SAF / MESA trajectories) stays on the node, in context.state.
+"""
+from __future__ import annotations
+
+import torch
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from ..algorithms import Correction
+from ..simulation import resolve_device
+from . import records as R
+from .local import LocalClient, load_shard
+from .settings import node_identity, run_config
+
+app = ClientApp()
+
+
+def _client(context: Context) -> LocalClient:
+    cfg = run_config(context.run_config)
+    if cfg.engine.threads:
+        torch.set_num_threads(cfg.engine.threads)
+    node = node_identity(context.node_config, cfg)
+    client = LocalClient(cfg, load_shard(cfg, node), resolve_device(cfg.engine.device))
+    state = context.state.config_records.get(R.STATE)
+    if state is not None and "optimizer" in state:
+        client.load_state(bytes(state["optimizer"]))
+    return client
+
+
+def _save(context: Context, client: LocalClient) -> None:
+    context.state[R.STATE] = ConfigRecord({"optimizer": client.save_state()})
+
+
+def _reply(msg: Message, arrays: ArrayRecord | None = None, **metrics: float) -> Message:
+    content = RecordDict({R.METRICS: MetricRecord({**metrics, R.WEIGHT: 1.0})})
+    if arrays is not None:
+        content[R.ARRAYS] = arrays
+    return Message(content=content, reply_to=msg)
+
+
+# ------------------------------------------------------------------ centralized (FedAvg family)
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    """K local steps from the global model; reply with the local model and its training loss."""
+    client = _client(context)
+    row = R.from_record(client.layout, msg.content[R.ARRAYS])
+    conf = R.config_of(msg.content)
+    correction = None
+    if R.CORRECTION in msg.content.array_records:
+        direction = R.from_record(client.layout, msg.content[R.CORRECTION]).to(client.device)
+        correction = Correction(lr_scale=float(conf["correction-lr-scale"]), direction=direction)
+    new, loss = client.train(row, int(conf["server-round"]) - 1, correction)
+    _save(context, client)
+    return _reply(msg, R.to_record(client.layout, new), train_loss=loss)
+
+
+@app.evaluate()
+def evaluate(msg: Message, context: Context) -> Message:
+    """Accuracy and loss of the received model on this client's held-out split."""
+    client = _client(context)
+    acc, loss = client.evaluate(R.from_record(client.layout, msg.content[R.ARRAYS]))
+    return _reply(msg, local_acc=acc, local_loss=loss)
+
+
+# ------------------------------------------------------------------ decentralized (gossip)
+@app.query("setup")
+def setup(msg: Message, context: Context) -> Message:
+    """Keep the initial model; tell the server which client this node is."""
+    cfg = run_config(context.run_config)
+    node = node_identity(context.node_config, cfg)
+    context.state[R.MODEL_STATE] = msg.content[R.ARRAYS]
+    context.state[R.STATE] = ConfigRecord({"optimizer": b"", "mix-round": -1})
+    return _reply(msg, client_id=float(node.client_id))
+
+
+@app.train("gossip")
+def train_gossip(msg: Message, context: Context) -> Message:
+    """Train the node's own model; reply with the vector this round gossips (z_i).
+
+    z_i is the trained model (DFedAvg / DFedSAM family) or, for D-PSGD ("mix-before"), the
+    model before the step, whose update is added back after mixing.
+    """
+    client = _client(context)
+    conf = R.config_of(msg.content)
+    t = int(conf["round"])
+    before = R.from_record(client.layout, context.state[R.MODEL_STATE])
+    after, loss = client.train(before, t, None)
+    z = before if conf.get("mix-before") else after
+    context.state[R.MODEL_STATE] = R.to_record(client.layout, after)
+    context.state[R.MIX_STATE] = R.to_record(client.layout, z)
+    context.state["dfl-delta"] = R.to_record(client.layout, after - z)
+    _save(context, client)
+    context.state[R.STATE]["mix-round"] = t
+    return _reply(msg, R.to_record(client.layout, z), train_loss=loss)
+
+
+def _mix_state(context: Context, t: int) -> tuple[ArrayRecord, ArrayRecord | None]:
+    """(z_i, update to add after mixing) of round t; a node that did not train mixes its model."""
+    state = context.state[R.STATE]
+    if int(state.get("mix-round", -1)) != t:
+        state["mix-round"] = t
+        context.state[R.MIX_STATE] = context.state[R.MODEL_STATE]
+        context.state.pop("dfl-delta", None)
+    return context.state[R.MIX_STATE], context.state.array_records.get("dfl-delta")
+
+
+@app.query("mix")
+def mix(msg: Message, context: Context) -> Message:
+    """One gossip step z_i <- W_ii z_i + sum_j W_ij z_j; after the last, x_i = z_i + update."""
+    conf = R.config_of(msg.content)
+    z_rec, delta = _mix_state(context, int(conf["round"]))
+    names = list(z_rec.keys())
+    z = {k: z_rec[k].numpy() * float(conf["self-weight"]) for k in names}
+    for j, w in zip(conf.get("neighbours", []), conf.get("weights", [])):
+        if int(j) < 0:  # placeholder of an isolated node (ConfigRecord lists are never empty)
+            continue
+        nbr = msg.content[f"nbr-{int(j)}"]
+        for k in names:
+            z[k] = z[k] + float(w) * nbr[k].numpy()
+    new = ArrayRecord({k: Array(v.astype("float32")) for k, v in z.items()})
+    context.state[R.MIX_STATE] = new
+    if conf.get("last"):
+        if delta is not None:
+            new = ArrayRecord({k: Array((new[k].numpy() + delta[k].numpy()).astype("float32")) for k in names})
+        context.state[R.MODEL_STATE] = new
+    return _reply(msg, new)
+
+
+@app.evaluate("own")
+def evaluate_own(msg: Message, context: Context) -> Message:
+    """Accuracy and loss of the node's own model on its held-out split."""
+    client = _client(context)
+    acc, loss = client.evaluate(R.from_record(client.layout, context.state[R.MODEL_STATE]))
+    return _reply(msg, local_acc=acc, local_loss=loss)

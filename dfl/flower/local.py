@@ -1,0 +1,159 @@
+"""One client on one device: its data shard, its model and its local optimizer.
+
+A SuperNode is client ``i`` of the federation (partition-id). Its shard is either taken from
+the whole dataset, loaded and split exactly as `dfl run` does (dfl.data.load_federated with the
+config's seed, then client i's indices), or read from a file exported beforehand with
+``python -m dfl.flower.shards CONFIG --out DIR`` (DIR/client-<i>.pt: the device holds only its
+own data). Local training is the serial engine's (dfl.engines.serial: dfl.optim's torch.optim
+classes, the same closure, the same Correction) on a one-client ClientData whose batches come
+from dfl.rng.batch_indices with the *global* client id i, so client i draws the same batches
+in round t as in `dfl run`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from .. import models, optim, rng
+from ..algorithms import ALGORITHMS, Correction
+from ..bank import Layout
+from ..config import Config
+from ..data import FederatedData, load_federated
+from ..engines import ClientData
+from ..engines.serial import SerialTrainer
+from ..errors import DataError
+from ..metrics import evaluate
+from ..simulation import optimizer_hparams
+from .settings import Node
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Client i's training samples, its held-out local test split, and the data's shape."""
+
+    client_id: int
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_holdout: torch.Tensor
+    y_holdout: torch.Tensor
+    input_shape: tuple[int, ...]
+    num_classes: int
+
+    def as_federated(self) -> FederatedData:
+        """A one-client FederatedData (pool = the shard) for dfl's ClientData."""
+        n = len(self.y_train)
+        return FederatedData(name="shard", x_train=self.x_train, y_train=self.y_train,
+                             x_test=self.x_holdout, y_test=self.y_holdout,
+                             client_train=[torch.arange(n)], client_test=[torch.arange(0)],
+                             input_shape=self.input_shape, num_classes=self.num_classes)
+
+
+def shard_of(fed: FederatedData, i: int) -> Shard:
+    """Client i's Shard of a federation; without a local split, the global test set stands in."""
+    tr, te = fed.client_train[i], fed.client_test[i]
+    x_hold, y_hold = (fed.x_train[te], fed.y_train[te]) if len(te) else (fed.x_test, fed.y_test)
+    return Shard(i, fed.x_train[tr], fed.y_train[tr], x_hold, y_hold, tuple(fed.input_shape), fed.num_classes)
+
+
+@lru_cache(maxsize=2)
+def _federated(cfg: Config) -> FederatedData:
+    return load_federated(cfg.data, cfg.seed)
+
+
+def load_shard(cfg: Config, node: Node) -> Shard:
+    """This node's shard: from node.data_dir if set, else from the whole (cached) dataset."""
+    if node.data_dir:
+        path = Path(node.data_dir).expanduser() / f"client-{node.client_id}.pt"
+        if not path.is_file():
+            raise DataError(f"node config data-dir: {path} not found; export the shards with "
+                            "`python -m dfl.flower.shards CONFIG --out DIR` and copy client-<i>.pt here")
+        raw = torch.load(path, map_location="cpu", weights_only=False)
+        if raw.get("client_id") != node.client_id or raw.get("seed") != cfg.seed:
+            raise DataError(f"{path}: holds client {raw.get('client_id')} (seed {raw.get('seed')}), "
+                            f"this node is client {node.client_id} (seed {cfg.seed}); re-export the shards")
+        return Shard(**{k: raw[k] for k in (f.name for f in dataclasses.fields(Shard))})
+    if node.data_root:
+        cfg = cfg.replace(**{"data.root": node.data_root})
+    return shard_of(_federated(cfg), node.client_id)
+
+
+class OneClientData(ClientData):
+    """dfl's ClientData for a single client whose random stream is that of global id ``client_id``."""
+
+    def __init__(self, shard: Shard, device: torch.device, seed: int, batch_size: int):
+        super().__init__(shard.as_federated(), device, seed, batch_size)
+        self.client_id = shard.client_id
+
+    def batches(self, clients, round_, steps):
+        local = rng.batch_indices(self.seed, round_, np.array([self.client_id]), self.sizes[clients],
+                                  steps, self.batch_size)
+        local_t = torch.as_tensor(local, device=self.shards.device)
+        return local_t, self.shards[torch.zeros_like(local_t[:, :1, :1]), local_t]
+
+
+def build_model(cfg: Config, input_shape: tuple[int, ...], num_classes: int) -> torch.nn.Module:
+    """The run's model, initialised exactly as dfl.simulation.Simulation does (seeded, forked RNG)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        return models.build(cfg.model.name, input_shape, num_classes,
+                            **({"hidden": cfg.model.hidden} if cfg.model.name == "mlp" else {}))
+
+
+def local_steps(cfg: Config, size: int) -> int:
+    """K of a client with `size` samples (local_steps, or ceil(local_epochs * size / batch))."""
+    if cfg.local.local_epochs is not None:
+        k = int(np.ceil(cfg.local.local_epochs * size / cfg.local.batch_size))
+    else:
+        k = cfg.local.local_steps
+    algo = ALGORITHMS[cfg.algorithm.name]
+    return max(1, min(k, algo.local_steps(_algo_probe(algo, cfg), k)))
+
+
+def _algo_probe(algo_cls: type, cfg: Config) -> Any:
+    return algo_cls(cfg, cfg.data.num_clients, 1)
+
+
+class LocalClient:
+    """Model, layout and serial trainer of one client; optimizer state in and out as bytes."""
+
+    def __init__(self, cfg: Config, shard: Shard, device: Optional[torch.device] = None):
+        self.cfg, self.shard = cfg, shard
+        self.device = device or torch.device("cpu")
+        self.model = build_model(cfg, shard.input_shape, shard.num_classes).to(self.device)
+        self.layout = Layout.of(dict(self.model.named_parameters()))
+        self.data = OneClientData(shard, self.device, cfg.seed, cfg.local.batch_size)
+        algo = _algo_probe(ALGORITHMS[cfg.algorithm.name], cfg)
+        hp = optimizer_hparams(cfg, algo.optimizer_overrides())
+        self.trainer = SerialTrainer(self.model, self.layout, self.data, cfg.local.optimizer, hp, self.device)
+        self.steps = local_steps(cfg, len(shard.y_train))
+        self.schedule = optim.schedule(cfg.local.schedule, cfg.local.lr, decay=cfg.local.lr_decay,
+                                       total_rounds=cfg.rounds)
+
+    def train(self, row: torch.Tensor, round_: int, correction: Optional[Correction]) -> tuple[torch.Tensor, float]:
+        """K local steps from `row` in round `round_` (0-based); returns (new row, mean loss)."""
+        bank = row.reshape(1, -1).to(self.device).clone()
+        bank, losses = self.trainer.train(bank, np.array([True]), np.array([self.steps]),
+                                          self.schedule(round_), round_, correction)
+        return bank[0], float(losses[0])
+
+    def evaluate(self, row: torch.Tensor) -> tuple[float, float]:
+        """(accuracy, loss) of a model row on this client's held-out split."""
+        return evaluate(self.model, self.layout, row.to(self.device), self.shard.x_holdout.to(self.device),
+                        self.shard.y_holdout.to(self.device))
+
+    def save_state(self) -> bytes:
+        buf = io.BytesIO()
+        torch.save(self.trainer.state_dict(), buf)
+        return buf.getvalue()
+
+    def load_state(self, blob: bytes) -> None:
+        if blob:
+            self.trainer.load_state_dict(torch.load(io.BytesIO(blob), map_location=self.device,
+                                                    weights_only=False))

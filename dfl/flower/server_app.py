@@ -1,0 +1,44 @@
+"""The ServerApp: one dfl experiment on a Flower Grid (simulation or real SuperNodes).
+
+Reads the dfl Config from the run config (dfl.flower.settings), builds a dfl Simulation for the
+wiring only (model and its initialisation, parameter layout, graphs, schedule, algorithm hooks,
+global test set; it never trains), then runs
+
+    centralized algorithms (fedavg, fedsam, mofedsam)   Flower's FedAvg / FedAvgM strategy
+    decentralized algorithms (dfedavg, dfedsam, ...)    the gossip relay (dfl.flower.gossip)
+
+and writes the run directory of `dfl run` (config.toml, metrics.jsonl, summary.json,
+manifest.json) to the run config's "out".
+"""
+from __future__ import annotations
+
+import torch
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+
+from ..simulation import Simulation
+from .gossip import run_gossip
+from .output import Recorder, finish, open_run
+from .settings import run_config
+from .strategy import run_centralized
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    """Run the experiment named by context.run_config and write its run directory."""
+    cfg = run_config(context.run_config)
+    if cfg.engine.threads:
+        torch.set_num_threads(cfg.engine.threads)
+    sim = Simulation(cfg.replace(**{"engine.backend": "serial"}))
+    writer = open_run(cfg, dict(context.run_config))
+    rec = Recorder(sim, writer)
+    timeout = float(context.run_config.get("timeout", 600))
+    if sim.algo.centralized:
+        run_centralized(grid, sim, rec, timeout)
+        kind = "FedAvgM" if cfg.algorithm.server_lr != 1.0 else "FedAvg"
+    else:
+        run_gossip(grid, sim, rec, timeout)
+        kind = "gossip relay"
+    finish(sim, writer, {"flower_server": kind, "nodes": cfg.data.num_clients})

@@ -1,0 +1,118 @@
+"""Centralized algorithms (FedAvg, FedSAM, MoFedSAM) through Flower's own strategies.
+
+Server side, FedAvg (McMahan et al., AISTATS 2017) is flwr.serverapp.strategy.FedAvg, or
+FedAvgM with momentum 0 and server_learning_rate = algorithm.server_lr when that is not 1
+(x <- x - eta (x - mean_i x_i) = x + eta (mean_i x_i - x), dfl's ServerAveraging). Clients are
+weighted equally (metric "client-weight" = 1), as in `dfl run`. FedSAM is FedAvg whose clients
+train with a SAM-family optimizer: nothing changes on the server.
+
+MoFedSAM (Qu et al., ICML 2022) needs the server's last update on the clients: a small mixin over
+the strategy asks dfl's MoFedSAM algorithm object for the round's Correction (beta, (1-beta) Delta,
+Delta = -(x^t - x^{t-1}) / (K lr)) and attaches it to the train messages (ArrayRecord
+"correction", config "correction-lr-scale"); the ClientApp applies it at every local step.
+
+Metrics: the train-metrics hook of the strategy also measures the client drift (consensus
+distance of the returned local models) and the evaluate hook the mean / std of local accuracy;
+the strategy's evaluate_fn writes the row (global test accuracy of the aggregated model).
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable, Optional
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg, FedAvgM
+
+from ..algorithms import RoundContext
+from ..metrics import consensus_distance
+from ..simulation import Simulation
+from . import records as R
+from .output import Recorder
+
+
+class AlgorithmHooks:
+    """Mixin over a Flower strategy: sends dfl's per-round Correction (MoFedSAM) to the clients."""
+
+    sim: Simulation
+
+    def _context(self, t: int) -> RoundContext:
+        sim = self.sim
+        n = sim.cfg.data.num_clients
+        return RoundContext(round=t, active=torch.ones(n, dtype=torch.bool), W=None, degrees=np.zeros(n),
+                            gossip_steps=1, lr=sim.schedule(t), local_steps=int(sim.steps.max()))
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                        grid: Grid) -> Iterable[Message]:
+        messages = list(super().configure_train(server_round, arrays, config, grid))  # type: ignore[misc]
+        row = R.from_record(self.sim.layout, arrays).to(self.sim.device)
+        prev = getattr(self, "_prev_row", None)
+        if prev is not None:  # the update of round t-1 (0-based), as ServerAveraging.on_update sees it
+            self.sim.algo.on_update(row - prev, self._context(server_round - 2))
+        self._prev_row = row
+        correction = self.sim.algo.correction(self._context(server_round - 1))
+        if correction is not None:
+            direction = R.to_record(self.sim.layout, correction.direction)
+            for m in messages:
+                m.content[R.CORRECTION] = direction
+                m.content[R.CONFIG]["correction-lr-scale"] = float(correction.lr_scale)
+        return messages
+
+
+def make_strategy(sim: Simulation, rec: Recorder) -> Any:
+    """Flower's FedAvg (or FedAvgM when algorithm.server_lr != 1) with dfl's hooks mixed in."""
+    cfg = sim.cfg
+    n = cfg.data.num_clients
+    base, extra = FedAvg, {}
+    if cfg.algorithm.server_lr != 1.0:
+        base, extra = FedAvgM, {"server_learning_rate": cfg.algorithm.server_lr, "server_momentum": 0.0}
+    cls = type(f"Dfl{base.__name__}", (AlgorithmHooks, base), {})
+    strategy = cls(fraction_train=cfg.algorithm.participation, fraction_evaluate=1.0,
+                   min_train_nodes=max(1, int(round(cfg.algorithm.participation * n))),
+                   min_evaluate_nodes=n, min_available_nodes=n, weighted_by_key=R.WEIGHT,
+                   arrayrecord_key=R.ARRAYS, configrecord_key=R.CONFIG,
+                   train_metrics_aggr_fn=lambda c, k: _train_metrics(rec, c),
+                   evaluate_metrics_aggr_fn=lambda c, k: _evaluate_metrics(rec, c), **extra)
+    strategy.sim = sim
+    return strategy
+
+
+def _train_metrics(rec: Recorder, contents: list[RecordDict]) -> MetricRecord:
+    """Mean train loss of the round's clients, and their drift before aggregation."""
+    losses = [float(c[R.METRICS]["train_loss"]) for c in contents]
+    rows = torch.stack([R.from_record(rec.sim.layout, c[R.ARRAYS]) for c in contents])
+    out = {"train_loss": float(np.nanmean(losses)), "drift": consensus_distance(rows),
+           "active_clients": len(contents)}
+    rec.round_extra.update(out)
+    return MetricRecord(out)
+
+
+def _evaluate_metrics(rec: Recorder, contents: list[RecordDict]) -> MetricRecord:
+    accs = [float(c[R.METRICS]["local_acc"]) for c in contents]
+    rec.local(accs)
+    return MetricRecord({k: rec.round_extra[k] for k in ("local_test_acc", "local_test_acc_std")})
+
+
+def run_centralized(grid: Grid, sim: Simulation, rec: Recorder, timeout: float) -> None:
+    """Run cfg.rounds rounds of the strategy; the evaluate_fn writes every evaluated round."""
+    strategy = make_strategy(sim, rec)
+
+    def evaluate_fn(server_round: int, arrays: ArrayRecord) -> Optional[MetricRecord]:
+        if server_round == 0:
+            return None
+        t = server_round - 1
+        active = int(rec.round_extra.get("active_clients", 0))
+        ctx = strategy._context(t)
+        ctx.active = torch.arange(sim.cfg.data.num_clients) < active
+        sim.comm_mb += sim.algo.comm_mb(ctx, sim.model_bytes)
+        if not rec.is_eval_round(server_round):
+            rec.round_extra = {}
+            return None
+        row = R.from_record(sim.layout, arrays)
+        extra = {"spectral_gap": 1.0, "effective_gap": 1.0, "comm_mb": sim.comm_mb, "lr": ctx.lr}
+        out = rec.write(server_round, row.expand(sim.cfg.data.num_clients, -1), extra)
+        return MetricRecord({k: float(v) for k, v in out.items() if isinstance(v, (int, float))})
+
+    strategy.start(grid, R.to_record(sim.layout, sim.bank[0]), num_rounds=sim.cfg.rounds,
+                   timeout=timeout, train_config=ConfigRecord({}), evaluate_fn=evaluate_fn)
