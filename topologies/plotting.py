@@ -33,7 +33,7 @@ def _draw_graph(ax, G: nx.Graph) -> None:
     n = len(xy)
     segs = [(xy[a], xy[b]) for a, b in G.edges() if a != b]
     ax.add_collection(LineCollection(segs, colors="0.55", linewidths=0.4 if n > 100 else 0.9))
-    ax.scatter(xy[:, 0], xy[:, 1], s=max(4, 160 / np.sqrt(n)), c="tab:blue", zorder=2)
+    ax.scatter(xy[:, 0], xy[:, 1], s=float(np.clip(3000 / n, 4, 220)), c="tab:blue", zorder=2)
     if n <= 32:
         for i, (x, y) in enumerate(xy):
             ax.annotate(str(i), (x, y), ha="center", va="center", fontsize=7, color="white", zorder=3)
