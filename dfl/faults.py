@@ -81,7 +81,8 @@ class FaultModel:
 
 def diverged(bank: torch.Tensor, losses: np.ndarray, active: np.ndarray) -> np.ndarray:
     """(n,) bool: active clients whose training loss or model row holds a NaN / Inf."""
-    rows_ok = torch.isfinite(bank).all(dim=1).cpu().numpy()
+    # An engine that holds the bank itself (Ray) reports a non-finite row as a nan loss.
+    rows_ok = torch.isfinite(bank).all(dim=1).cpu().numpy() if isinstance(bank, torch.Tensor) else True
     return np.asarray(active, dtype=bool) & (~np.isfinite(losses) | ~rows_ok)
 
 

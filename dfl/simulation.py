@@ -118,6 +118,8 @@ class Simulation:
         self.elapsed = 0.0
         self.history: list[dict[str, Any]] = []
         self._eval_sets()
+        if self.trainer.owns_bank:  # the engine holds the clients' rows (Ray actors)
+            self.bank = self.trainer.adopt(self.bank, self)
 
     # ------------------------------------------------------------------ topology
     def mixing(self, round_: int) -> tuple[Any, np.ndarray, float]:
@@ -151,21 +153,27 @@ class Simulation:
 
     def evaluate(self, extra: dict[str, Any]) -> dict[str, Any]:
         """Metrics of the current bank (DESIGN.md's keys)."""
-        mean_row = self.bank.mean(0)
+        if not isinstance(self.bank, torch.Tensor):  # held by the engine: reduced there
+            mean_row, local, consensus = self.trainer.summary(self.bank)
+        else:
+            mean_row, consensus = self.bank.mean(0), consensus_distance(self.bank)
         acc, loss = evaluate(self.model, self.layout, mean_row, self.x_test, self.y_test)
         if self.pooled:
             local = np.array([acc])
-        else:
+        elif isinstance(self.bank, torch.Tensor):
             chunk = max(1, min(len(self.bank), getattr(self.trainer, "chunk_size", 0) or 64))
             local = evaluate_clients(self.model, self.layout, self.bank, self.local_x, self.local_y,
                                      self.local_idx, self.local_mask, chunk)
         row = {"round": self.round, "test_acc": acc, "test_loss": loss,
                "local_test_acc": float(np.nanmean(local)), "local_test_acc_std": float(np.nanstd(local)),
-               **extra, "consensus": consensus_distance(self.bank)}
+               **extra, "consensus": consensus}
         every = self.cfg.metrics.sharpness_every
         if every and self.round % every == 0:
             row["sharpness"] = sharpness(self.model, self.layout, mean_row, self.x_test, self.y_test,
                                          self.cfg.local.rho if self.cfg.local.rho is not None else 0.05)
+        if self.cfg.metrics.flatness_every and self.round % self.cfg.metrics.flatness_every == 0:
+            from .flatness import round_metrics  # Hessian max eigenvalue and trace, sharpness
+            row.update(round_metrics(self.model, self.layout, mean_row, self.fed, self.cfg, self.round))
         return row
 
     # ------------------------------------------------------------------ the round loop
@@ -181,11 +189,14 @@ class Simulation:
         lr = self.schedule(t)
         q = cfg.algorithm.gossip_steps
         ctx = RoundContext(round=t, active=torch.as_tensor(active, device=self.device), W=W, degrees=deg,
-                           gossip_steps=q, lr=lr, local_steps=int(self.steps.max()))
+                           gossip_steps=q, lr=lr, local_steps=int(self.steps.max()),
+                           mixer=self.trainer.mix if self.trainer.owns_bank else None)
         self.bank = self.algo.start(self.bank, ctx)
         before = self.bank.clone()
         steps = self.faults.local_steps(t, self.steps)
+        t0 = time.perf_counter()
         self.bank, losses = self.trainer.train(self.bank, active, steps, lr, t, self.algo.correction(ctx))
+        t1 = time.perf_counter()
         bad = faults_mod.diverged(self.bank, losses, active)
         if bad.any():  # faults.on_nan: stop (DivergedError) or restart the client from its neighbours
             active = faults_mod.handle_divergence(self, bad, losses, before, active)
@@ -194,12 +205,14 @@ class Simulation:
             self.bank, extra = before, {}  # nobody to average: the global model stays
         else:
             self.bank, extra = self.algo.aggregate(before, self.bank, ctx)
+        t2 = time.perf_counter()
         self.comm_mb += self.algo.comm_mb(ctx, self.model_bytes)
         self.round += 1
         return {"train_loss": faults_mod.mean_loss(losses), "spectral_gap": gap,
                 "effective_gap": 1.0 - (1.0 - gap) ** q, "comm_mb": self.comm_mb,
                 "active_clients": int(active.sum()), "lr": lr, **extra,
-                **faults_mod.round_metrics(self, active, steps, bad)}
+                **faults_mod.round_metrics(self, active, steps, bad),
+                "train_s": t1 - t0, "exchange_s": t2 - t1, **self.trainer.metrics()}
 
     def run(self, on_round: Optional[OnRound] = None) -> list[dict[str, Any]]:
         """Run the remaining rounds; calls on_round(sim, metrics) after every evaluated round."""
@@ -208,8 +221,9 @@ class Simulation:
             raw = self.step()
             self.elapsed += time.perf_counter() - t0
             if self.round % self.cfg.eval_every == 0 or self.round == self.cfg.rounds:
+                t1 = time.perf_counter()
                 row = self.evaluate(raw)
-                row["wall_s"] = self.elapsed
+                row["wall_s"], row["eval_s"] = self.elapsed, time.perf_counter() - t1
                 self.history.append(row)
                 if on_round:
                     on_round(self, row)
@@ -229,3 +243,9 @@ class Simulation:
         self.comm_mb = float(state["comm_mb"])
         self.elapsed = float(state["elapsed"])
         self.history = list(state["history"])
+        if self.trainer.owns_bank:
+            self.bank = self.trainer.adopt(self.bank, self)
+
+    def close(self) -> None:
+        """Release the engine's resources (Ray actors, a local Ray); the run cannot step after it."""
+        self.trainer.close()

@@ -7,7 +7,7 @@ An algorithm never builds W (that is topologies/'s job) and never loops over cli
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Optional
+from typing import Any, Callable, ClassVar, Optional
 
 import numpy as np
 import torch
@@ -31,6 +31,12 @@ class RoundContext:
     gossip_steps: int
     lr: float
     local_steps: int
+    #: mix(X, W, steps) of the engine when it holds the bank itself (Ray actors); None: dfl.gossip.mix.
+    mixer: Optional[Callable[[Any, Any, int], Any]] = None
+
+    def mix(self, X: Any) -> Any:
+        """W^Q X for this round's W and Q, wherever the bank lives."""
+        return (self.mixer or mix)(X, self.W, self.gossip_steps)
 
 
 @dataclass(frozen=True)
@@ -108,7 +114,7 @@ class Gossip(Algorithm):
     """
 
     def aggregate(self, before, after, ctx):
-        return mix(after, ctx.W, ctx.gossip_steps), {}
+        return ctx.mix(after), {}
 
     def comm_mb(self, ctx, model_bytes):
         return gossip_mb(ctx.degrees, None, ctx.gossip_steps, model_bytes)

@@ -5,7 +5,6 @@ One local gradient step per round, taken at the pre-gossip point and added after
     x_i <- sum_j W_ij x_j - lr g_i(x_i)
 (with Q gossip steps: W^Q in place of W). local.local_steps is ignored (always 1).
 """
-from ..gossip import mix
 from .base import Gossip
 from .registry import ALGORITHMS
 
@@ -19,4 +18,4 @@ class DPSGD(Gossip):
         return 1
 
     def aggregate(self, before, after, ctx):
-        return mix(before, ctx.W, ctx.gossip_steps) + (after - before), {}
+        return ctx.mix(before) + (after - before), {}

@@ -37,9 +37,15 @@ def pad_indices(parts: list[torch.Tensor], device: torch.device) -> tuple[torch.
 
 
 class ClientData:
-    """The training pool on the device and every client's shard, padded to one (n, m) table."""
+    """The training pool on the device and every client's shard, padded to one (n, m) table.
 
-    def __init__(self, fed: FederatedData, device: torch.device, seed: int, batch_size: int):
+    ``client_ids`` are the global ids of the clients of ``fed.client_train`` (default 0..n-1): a
+    subset of the federation (a Ray actor's clients) keeps the global ids, so its batches come
+    from the same per-client random streams as in the full federation.
+    """
+
+    def __init__(self, fed: FederatedData, device: torch.device, seed: int, batch_size: int,
+                 client_ids: Optional[np.ndarray] = None):
         self.x = fed.x_train.to(device)
         self.y = fed.y_train.to(device)
         self.shards, _ = pad_indices(fed.client_train, device)
@@ -48,17 +54,30 @@ class ClientData:
         self.batch_size = batch_size
         self.num_classes = fed.num_classes
         self.n = len(fed.client_train)
+        self.ids = np.arange(self.n) if client_ids is None else np.asarray(client_ids, dtype=np.int64)
+        assert self.ids.shape == (self.n,), "one global id per client"
 
     def batches(self, clients: np.ndarray, round_: int, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(local, global) indices (len(clients), steps, B) of the clients' batches this round."""
-        local = rng.batch_indices(self.seed, round_, clients, self.sizes[clients], steps, self.batch_size)
+        """(local, global) indices (len(clients), steps, B) of the clients' batches this round.
+
+        ``clients`` index this ClientData's rows; the random streams are those of their global ids.
+        """
+        local = rng.batch_indices(self.seed, round_, self.ids[clients], self.sizes[clients], steps,
+                                  self.batch_size)
         local_t = torch.as_tensor(local, device=self.shards.device)
         rows = torch.as_tensor(clients, device=self.shards.device).view(-1, 1, 1)
         return local_t, self.shards[rows, local_t]
 
 
 class Trainer:
-    """Interface of the engines (see the module docstring)."""
+    """Interface of the engines (see the module docstring).
+
+    An engine whose clients live elsewhere (Ray actors) sets ``owns_bank``: the Simulation then
+    hands it the bank with ``adopt(bank, sim)`` (it returns the engine's own handle), gossip goes
+    through ``mix(X, W, steps)`` (RoundContext.mixer) and evaluation through ``summary(bank)``.
+    """
+
+    owns_bank: bool = False
 
     def __init__(self, model: torch.nn.Module, layout: Layout, data: ClientData, optimizer: str,
                  hparams: dict[str, Any], device: torch.device, chunk_size: int = 0):
@@ -75,3 +94,10 @@ class Trainer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         raise NotImplementedError
+
+    def metrics(self) -> dict[str, Any]:
+        """Engine numbers added to every round's metrics (e.g. Ray's actor_restarts)."""
+        return {}
+
+    def close(self) -> None:
+        """Release what the engine holds (actors, a local Ray); a no-op for in-process engines."""

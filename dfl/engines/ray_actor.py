@@ -1,0 +1,194 @@
+"""The Ray actor of engine.backend = "ray": one block of clients, trained with the vectorized trainer.
+
+An actor hosts the contiguous clients lo..hi-1 of the federation. Its models live in named
+*slots*, each a (hi - lo, d) tensor: the driver's ``RayBank`` handle is a linear combination
+sum_k c_k S_k of slot names, so ``after - before`` or D-PSGD's ``W^Q x + (after - before)`` are
+evaluated row-block-wise inside the actors, never gathered. Slots are immutable: training and
+gossip write new ones, and the driver tells the actor which slots are still referenced.
+
+Gossip step (two phases; Ray resolves the arguments, so no actor waits on another inside a call):
+
+    publish:   actor b sends, to each actor a that needs them, its rows j with W_ij != 0, i in a
+    mix_step:  actor a computes  x_i <- sum_j W_ij x_j  for its rows i, from its own rows and what
+               its neighbours published for it; for Q > 1 it publishes the result for step q + 1.
+
+This module imports ray only for ``ray.get_gpu_ids`` inside the actor; it is loaded in the
+actor processes and by ray_backend.py (never by dfl.engines at import time).
+"""
+from __future__ import annotations
+
+import os
+import types
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+
+from ..algorithms import Correction
+from ..metrics import evaluate_clients
+from .base import ClientData, pad_indices
+from .vectorized import VectorizedTrainer
+
+Terms = Sequence[tuple[str, float]]
+
+
+def subset_pool(x: torch.Tensor, y: torch.Tensor,
+                parts: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """Keep only the samples that some part indexes: (x[keep], y[keep], parts re-indexed into keep)."""
+    parts = [torch.as_tensor(p, dtype=torch.int64) for p in parts]
+    keep = torch.unique(torch.cat(parts)) if parts else torch.zeros(0, dtype=torch.int64)
+    return x[keep], y[keep], [torch.searchsorted(keep, p) for p in parts]
+
+
+def pick_device(name: str) -> torch.device:
+    """The actor's device: CUDA only if this process sees a GPU (Ray sets CUDA_VISIBLE_DEVICES)."""
+    if name != "cpu" and torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def block_operator(block: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A (m, c) slice of W as a torch matrix: sparse CSR when mostly zero, else dense."""
+    W = torch.as_tensor(block, dtype=torch.float32, device=device)
+    if W.numel() >= 4096 and float((W != 0).float().mean()) <= 0.1:
+        return W.to_sparse_csr()
+    return W
+
+
+class ClientBlock:
+    """Clients lo..hi-1 of a run: their data, optimizer state (a VectorizedTrainer) and model slots."""
+
+    def __init__(self) -> None:
+        self.ready = False  # an actor starts empty (and restarts empty): ``setup`` gives it clients
+        self.slots: dict[str, torch.Tensor] = {}
+
+    def setup(self, spec_ref: list[Any], lo: int, hi: int) -> bool:
+        """Host clients lo..hi-1 of the run in spec (a nested ref, kept alive by the driver)."""
+        import ray
+        spec = ray.get(spec_ref[0])
+        self.lo, self.hi = lo, hi
+        self.device = pick_device(spec["device"])
+        torch.set_num_threads(max(1, int(spec["threads"])))
+        x, y, parts = subset_pool(spec["x"], spec["y"], spec["train_parts"][lo:hi])
+        fed = types.SimpleNamespace(x_train=x, y_train=y, client_train=parts, num_classes=spec["num_classes"])
+        data = ClientData(fed, self.device, spec["seed"], spec["batch_size"], client_ids=np.arange(lo, hi))
+        self.model = spec["model"].to(self.device)
+        self.layout = spec["layout"]
+        self.trainer = VectorizedTrainer(self.model, self.layout, data, spec["optimizer"], spec["hparams"],
+                                         self.device, spec["chunk_size"])
+        self.eval: Optional[tuple[torch.Tensor, ...]] = None
+        if spec["eval"] is not None:
+            ex, ey, eparts = spec["eval"]
+            ex, ey, eparts = subset_pool(ex, ey, eparts[lo:hi])
+            idx, mask = pad_indices(eparts, self.device)
+            self.eval = (ex.to(self.device), ey.to(self.device), idx, mask)
+        self.slots = {}
+        self.plans: dict[int, tuple[torch.Tensor, list[np.ndarray]]] = {}
+        self.ready = True
+        return True
+
+    def clear(self) -> bool:
+        """Drop the run (data, models, state): the actor goes back to its session's idle pool."""
+        self.__dict__.clear()
+        self.ready = False
+        self.slots = {}
+        return True
+
+    # ------------------------------------------------------------------ bookkeeping
+    def info(self) -> dict[str, Any]:
+        """Where this actor runs (for placement tests and the run log)."""
+        import ray
+        if not self.ready:
+            return {"pid": os.getpid(), "ready": False}
+        return {"pid": os.getpid(), "ready": True, "clients": (self.lo, self.hi), "device": str(self.device),
+                "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
+                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                "node_id": ray.get_runtime_context().get_node_id(),
+                "threads": torch.get_num_threads()}
+
+    def rows(self, terms: Terms) -> torch.Tensor:
+        """sum_k c_k S_k over this actor's rows (the slot itself for a single unit term)."""
+        if len(terms) == 1 and terms[0][1] == 1.0:
+            return self.slots[terms[0][0]]
+        out = torch.zeros_like(self.slots[terms[0][0]])
+        for name, coef in terms:
+            out.add_(self.slots[name], alpha=coef)
+        return out
+
+    def load(self, slots: dict[str, torch.Tensor]) -> bool:
+        self.slots.update({k: v.to(self.device) for k, v in slots.items()})
+        return True
+
+    def snapshot(self, live: Sequence[str]) -> tuple[bool, dict[str, Any]]:
+        """Drop unreferenced slots; return (ok, state) with the live slots and the optimizer state."""
+        self.slots = {k: v for k, v in self.slots.items() if k in set(live)}
+        return True, {"slots": {k: v.cpu() for k, v in self.slots.items()}, "opt": self.opt_state()}
+
+    def restore(self, state: Optional[dict[str, Any]]) -> bool:
+        if state is not None:
+            self.slots = {k: v.to(self.device) for k, v in state["slots"].items()}
+            self.load_opt(state["opt"])
+        return True
+
+    def opt_state(self) -> dict[str, Any]:
+        return torch.utils._pytree.tree_map(lambda t: t.cpu(), self.trainer.state_dict())
+
+    def load_opt(self, state: dict[str, Any]) -> bool:
+        self.trainer.load_state_dict(state)
+        return True
+
+    def gather(self, terms: Terms) -> torch.Tensor:
+        return self.rows(terms).cpu()
+
+    # ------------------------------------------------------------------ a round
+    def train(self, out: str, terms: Terms, active: np.ndarray, steps: np.ndarray, lr: float, round_: int,
+              correction: Optional[Correction]) -> np.ndarray:
+        """Local training of this block (the vectorized trainer); writes slot `out`, returns losses.
+
+        A row that is not finite afterwards reports a nan loss (the driver never sees the row).
+        """
+        sl = slice(self.lo, self.hi)
+        if correction is not None:
+            d = correction.direction
+            correction = Correction(correction.lr_scale, d if d.dim() == 1 else d[sl])
+        rows = self.rows(terms).clone()
+        rows, losses = self.trainer.train(rows, active[sl], steps[sl], lr, round_, correction)
+        losses[~torch.isfinite(rows).all(1).cpu().numpy()] = np.nan
+        self.slots[out] = rows
+        return losses
+
+    def set_plan(self, key: int, block: np.ndarray, dests: list[np.ndarray]) -> bool:
+        """Store W's rows of this block (columns: own rows, then what each source sends, in order)."""
+        self.plans = {k: v for k, v in self.plans.items() if k > key - 2}
+        self.plans[key] = (block_operator(block, self.device), [np.asarray(d) for d in dests])
+        return True
+
+    def _publish(self, x: torch.Tensor, key: int) -> Any:
+        dests = self.plans[key][1]
+        outs = [x[torch.as_tensor(d, device=x.device)].cpu() for d in dests]
+        return True if not outs else outs[0] if len(outs) == 1 else tuple(outs)
+
+    def publish(self, terms: Terms, key: int) -> Any:
+        """Phase 1: the rows each neighbouring actor needs (one object per destination)."""
+        return self._publish(self.rows(terms), key)
+
+    def mix_step(self, out: str, terms: Optional[Terms], key: int, publish_next: bool,
+                 *incoming: torch.Tensor) -> Any:
+        """Phase 2: x_i <- sum_j W_ij x_j for this block's rows; writes slot `out`."""
+        x = self.rows(terms) if terms is not None else self.slots[out]
+        cols = torch.cat([x, *[t.to(x.device) for t in incoming]]) if incoming else x
+        W = self.plans[key][0]
+        self.slots[out] = W @ cols
+        return self._publish(self.slots[out], key) if publish_next else True
+
+    # ------------------------------------------------------------------ evaluation
+    def summary(self, terms: Terms, chunk: int) -> tuple[torch.Tensor, float, np.ndarray]:
+        """(sum of rows, sum of squared row norms) in float64, and each client's local accuracy."""
+        x = self.rows(terms)
+        x64 = x.double()
+        total, sumsq = x64.sum(0).cpu(), float((x64 ** 2).sum())
+        if self.eval is None:
+            return total, sumsq, np.full(len(x), np.nan)
+        ex, ey, idx, mask = self.eval
+        acc = evaluate_clients(self.model, self.layout, x, ex, ey, idx, mask, max(1, chunk))
+        return total, sumsq, acc

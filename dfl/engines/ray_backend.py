@@ -1,0 +1,358 @@
+"""engine.backend = "ray": blocks of clients on Ray actors, gossip peer to peer through the object store.
+
+Placement: the n clients are split into k contiguous blocks, one per actor (``ray_actor.ClientBlock``),
+each trained with the vectorized trainer. k = ceil(n / engine.clients_per_actor), or by default
+one actor per GPU share (engine.gpus_per_actor; 1 if the cluster has GPUs) or per
+engine.cpus_per_actor CPUs. Batches come from per-client random streams keyed by the global client
+id, so the run gives the vectorized backend's numbers whatever the placement.
+
+The bank never sits in the driver: ``RayBank`` is a handle to a linear combination of actor-held
+slots. A round is train (in the actors) then the algorithm's aggregate; decentralized algorithms
+mix through ``RayTrainer.mix`` (RoundContext.mixer): Q two-phase exchanges in which each actor
+publishes the rows its graph neighbours need and computes its rows of W x from them. Evaluation
+reduces in the actors: x_bar = (1/n) sum_i x_i and, in float64,
+consensus = (1/n) sum_i ||x_i||^2 - ||x_bar||^2 = (1/n) sum_i ||x_i - x_bar||^2.
+Centralized algorithms (server averaging) get and return plain tensors.
+
+Faults: the actors run with max_restarts; at the start of every round the driver keeps a snapshot
+(object refs) of every actor's live slots and optimizer state and logs the round's operations. When
+an actor dies, every actor is restored from the snapshot and the round's operations are replayed
+(deterministic), so the run goes on exactly; ``actor_restarts`` in the metrics counts recoveries.
+"""
+from __future__ import annotations
+
+import copy
+import gc
+import itertools
+import logging
+import math
+import weakref
+from collections import Counter
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+from torch.utils._pytree import tree_map
+
+import ray
+
+from ..config import EngineConfig
+from ..errors import ConfigError, DflError
+from . import ray_session
+from .base import Trainer
+
+#: Recoveries tried per operation.
+MAX_RECOVERIES = 3
+#: Seconds to wait for actors to be placed (and restarted) before giving up with a message.
+PLACEMENT_TIMEOUT_S = 120.0
+
+
+def _actor_failure(exc: BaseException) -> bool:
+    errors = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError)
+    return isinstance(exc, errors) or isinstance(getattr(exc, "cause", None), errors)
+
+
+class RayBank:
+    """Handle of a bank held by the actors: sum_k c_k S_k over slot names (lazy linear algebra).
+
+    Supports what the algorithms do with a decentralized bank: clone, +, -, scalar *, shape;
+    ``cpu()`` gathers it (checkpoints)."""
+
+    def __init__(self, trainer: "RayTrainer", terms: tuple[tuple[str, float], ...]):
+        self.trainer, self.terms = trainer, terms
+        names = [name for name, _ in terms]
+        trainer._acquire(names)
+        weakref.finalize(self, trainer._release, names)
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size((self.trainer.n, self.trainer.layout.size))
+
+    def __len__(self) -> int:
+        return self.trainer.n
+
+    def clone(self) -> "RayBank":
+        return RayBank(self.trainer, self.terms)  # slots are immutable
+
+    def __add__(self, other: "RayBank") -> "RayBank":
+        coefs: dict[str, float] = {}
+        for name, c in self.terms + other.terms:
+            coefs[name] = coefs.get(name, 0.0) + c
+        return RayBank(self.trainer, tuple((k, c) for k, c in coefs.items() if c != 0.0) or self.terms[:1])
+
+    def __mul__(self, c: float) -> "RayBank":
+        return RayBank(self.trainer, tuple((k, c * v) for k, v in self.terms))
+
+    __rmul__ = __mul__
+
+    def __neg__(self) -> "RayBank":
+        return self * -1.0
+
+    def __sub__(self, other: "RayBank") -> "RayBank":
+        return self + (-other)
+
+    def cpu(self) -> torch.Tensor:
+        return self.trainer.gather(self)
+
+
+class RayTrainer(Trainer):
+    """The clients' local training and gossip on Ray actors (see the module docstring)."""
+
+    owns_bank = True
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.n = self.data.n
+        self.restarts = 0
+        self.engine = EngineConfig(backend="ray")
+        self.eval_sets: Optional[tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]] = None
+        self.actors: list[Any] = []
+        self.blocks: list[tuple[int, int]] = []
+        self._live: Counter[str] = Counter()
+        self._pending: dict[str, torch.Tensor] = {}
+        self._names = itertools.count()
+        self._snap: Optional[list[Any]] = None
+        self._log: list[tuple[str, tuple[Any, ...]]] = []  # method names: no cycle through self
+        self._plan: Optional[tuple[Any, int, list[tuple[np.ndarray, list[np.ndarray]]], list[list[int]]]] = None
+        self._finalizer: Optional[weakref.finalize] = None
+
+    # ------------------------------------------------------------------ Simulation hooks
+    def adopt(self, bank: torch.Tensor, sim: Any) -> RayBank:
+        """Take over the bank (rows go to the actors when they start) and the run's settings."""
+        self.engine = sim.cfg.engine
+        if sim.algo.centralized:  # server averaging: the driver keeps the bank, the actors train
+            return bank
+        if sim.cfg.faults.on_nan == "skip_client" and not sim.algo.centralized:
+            raise ConfigError('faults.on_nan: "skip_client" rewrites bank rows in the driver; with '
+                              'engine.backend = "ray" use "stop"')
+        if not sim.pooled:
+            parts = [sim.local_idx[i][sim.local_mask[i]].cpu() for i in range(len(sim.local_idx))]
+            self.eval_sets = (sim.local_x.cpu(), sim.local_y.cpu(), parts)
+        return self._scatter(bank)
+
+    def metrics(self) -> dict[str, Any]:
+        return {"actor_restarts": self.restarts}
+
+    def close(self) -> None:
+        if self._finalizer is not None:
+            self._finalizer()
+
+    # ------------------------------------------------------------------ slots
+    def _acquire(self, names: list[str]) -> None:
+        self._live.update(names)
+
+    def _release(self, names: list[str]) -> None:
+        self._live.subtract(names)
+        for name in names:
+            if self._live[name] <= 0:
+                del self._live[name]
+                self._pending.pop(name, None)
+
+    def _new_name(self) -> str:
+        return f"s{next(self._names)}"
+
+    def _scatter(self, bank: torch.Tensor) -> RayBank:
+        name = self._new_name()
+        if not self.actors:
+            self._pending[name] = bank.detach().cpu().clone()
+        else:
+            self._op("_load", {name: bank.detach().cpu()})
+        return RayBank(self, ((name, 1.0),))
+
+    def _load(self, slots: dict[str, torch.Tensor]) -> None:
+        ray.get([a.load.remote({k: v[lo:hi].clone() for k, v in slots.items()})
+                 for a, (lo, hi) in zip(self.actors, self.blocks)])
+
+    # ------------------------------------------------------------------ actors
+    def _start(self) -> None:
+        gc.collect()  # a finished run's actors, if only a reference cycle still held them
+        owned = ray_session.connect(self.engine)
+        try:
+            k, cpus, gpus = ray_session.placement(self.n, self.engine, ray_session.free_resources())
+            self._spec_ref = ray.put(self._spec(cpus))  # kept: restarted actors rebuild from it
+            bounds = np.linspace(0, self.n, k + 1).round().astype(int)
+            self.blocks = [(int(bounds[i]), int(bounds[i + 1])) for i in range(k)]
+            actors = ray_session.acquire(k, cpus, gpus)
+            self._finalizer = weakref.finalize(self, ray_session.release, actors, cpus, gpus, owned)
+            try:
+                ray.get([a.setup.remote([self._spec_ref], lo, hi) for a, (lo, hi) in zip(actors, self.blocks)],
+                        timeout=PLACEMENT_TIMEOUT_S)
+            except ray.exceptions.GetTimeoutError:
+                raise DflError(f"Ray could not start {k} actors ({cpus:g} CPU, {gpus:g} GPU each) within "
+                               f"{PLACEMENT_TIMEOUT_S:.0f} s; is the cluster busy?") from None
+            self.actors = actors
+        except BaseException:
+            if self._finalizer is not None:
+                self.close()
+            elif owned:
+                ray_session.disconnect()
+            raise
+        pending, self._pending = self._pending, {}
+        self._op("_load", {k: v for k, v in pending.items() if k in self._live})
+        self._checkpoint()
+
+    def actor_info(self) -> list[dict[str, Any]]:
+        """Where each actor runs: pid, clients, device, GPU ids, CUDA_VISIBLE_DEVICES, node."""
+        return self._op(lambda: ray.get([a.info.remote() for a in self.actors]), mutating=False)
+
+    def _spec(self, cpus: float) -> dict[str, Any]:
+        d = self.data
+        parts = [d.shards[i, :int(d.sizes[i])].cpu() for i in range(d.n)]
+        return {"model": copy.deepcopy(self.model).cpu(),
+                "layout": self.layout, "optimizer": self.optimizer, "hparams": self.hparams,
+                "chunk_size": self.chunk_size, "seed": d.seed, "batch_size": d.batch_size,
+                "num_classes": d.num_classes, "x": d.x.cpu(), "y": d.y.cpu(), "train_parts": parts,
+                "eval": self.eval_sets, "device": self.engine.device,
+                "threads": self.engine.threads or max(1, math.ceil(cpus))}
+
+    def _op(self, fn: str | Callable[..., Any], *args: Any, mutating: bool = True) -> Any:
+        """Run fn(*args) (remote calls + ray.get; fn a method name when mutating, for the replay log);
+        after an actor died, recover and retry."""
+        if not self.actors:
+            self._start()
+        call = getattr(self, fn) if isinstance(fn, str) else fn
+        for attempt in range(MAX_RECOVERIES + 1):
+            try:
+                out = call(*args)
+                break
+            except Exception as exc:  # noqa: BLE001 - only actor deaths are retried
+                if not _actor_failure(exc) or attempt == MAX_RECOVERIES:
+                    raise
+                self._recover()
+        if mutating:
+            self._log.append((fn, args))
+        return out
+
+    def _recover(self) -> None:
+        """An actor died: wait for its restart, restore every actor from the round's snapshot, replay."""
+        self.restarts += 1
+        logging.getLogger("dfl").warning("a Ray actor died; restarting it and replaying the round")
+        infos = ray.get([a.info.remote() for a in self.actors], timeout=PLACEMENT_TIMEOUT_S)
+        ray.get([a.setup.remote([self._spec_ref], lo, hi)
+                 for a, (lo, hi), info in zip(self.actors, self.blocks, infos) if not info["ready"]])
+        snap = self._snap or [None] * len(self.actors)
+        ray.get([a.restore.remote(s) for a, s in zip(self.actors, snap)])
+        if self._plan is not None:
+            self._send_plan()
+        for name, args in self._log:
+            getattr(self, name)(*args)
+
+    def _checkpoint(self) -> None:
+        """Snapshot every actor's live slots and optimizer state (refs kept by the driver)."""
+        def snap() -> list[Any]:
+            live = sorted(self._live)
+            pairs = [a.snapshot.options(num_returns=2).remote(live) for a in self.actors]
+            ray.get([p[0] for p in pairs])
+            return [p[1] for p in pairs]
+        self._snap = self._op(snap, mutating=False)
+        self._log = []
+
+    # ------------------------------------------------------------------ Trainer interface
+    def train(self, bank, active, steps, lr, round_, correction):
+        handle = bank if isinstance(bank, RayBank) else self._scatter(bank)
+        if self.actors:
+            self._checkpoint()  # the last completed round: what a restarted actor goes on from
+        out = self._new_name()
+        losses = self._op("_train", out, handle.terms, active, steps, lr, round_, correction)
+        result = RayBank(self, ((out, 1.0),))
+        return (result if isinstance(bank, RayBank) else result.cpu().to(bank.device)), losses
+
+    def _train(self, out, terms, active, steps, lr, round_, correction) -> np.ndarray:
+        corr = None if correction is None else type(correction)(correction.lr_scale, correction.direction.cpu())
+        refs = [a.train.remote(out, terms, active, steps, lr, round_, corr) for a in self.actors]
+        return np.concatenate(ray.get(refs))
+
+    def mix(self, X: Any, W: Any, steps: int = 1) -> RayBank:
+        """W^steps X between the actors (the algorithms' RoundContext.mixer)."""
+        handle = X if isinstance(X, RayBank) else self._scatter(X)
+        if not self.actors:
+            self._start()
+        if self._plan is None or self._plan[0] is not W:
+            self._plan = (W, (self._plan[1] + 1) if self._plan else 0, *_exchange_plan(W, self.blocks))
+            self._op("_send_plan")
+        out = self._new_name()
+        self._op("_mix", out, handle.terms, self._plan[1], steps)
+        return RayBank(self, ((out, 1.0),))
+
+    def _send_plan(self) -> None:
+        _, key, per_actor, _ = self._plan
+        ray.get([a.set_plan.remote(key, block, dests) for a, (block, dests) in zip(self.actors, per_actor)])
+
+    def _mix(self, out: str, terms, key: int, steps: int) -> None:
+        sources = self._plan[3]
+        pubs = [_as_list(a.publish.options(num_returns=_nret(self._plan, b)).remote(terms, key))
+                for b, a in enumerate(self.actors)]
+        for q in range(steps):
+            last = q == steps - 1
+            calls = []
+            for a, actor in enumerate(self.actors):
+                incoming = [pubs[b][slot] for b, slot in sources[a]]
+                nret = 1 if last else _nret(self._plan, a)
+                calls.append(_as_list(actor.mix_step.options(num_returns=nret).remote(
+                    out, terms if q == 0 else None, key, not last, *incoming)))
+            pubs = calls
+        ray.get([p[0] for p in pubs])
+
+    def summary(self, bank: RayBank) -> tuple[torch.Tensor, np.ndarray, float]:
+        """(x_bar, local accuracies, consensus distance), reduced from the actors in float64."""
+        chunk = self.chunk_size or 64
+        parts = self._op(lambda: ray.get([a.summary.remote(bank.terms, chunk) for a in self.actors]),
+                         mutating=False)
+        mean = sum(p[0] for p in parts) / self.n
+        sumsq = sum(p[1] for p in parts) / self.n
+        consensus = max(0.0, sumsq - float((mean ** 2).sum()))
+        local = np.concatenate([p[2] for p in parts])
+        return mean.float().to(self.device), local, consensus
+
+    def gather(self, bank: RayBank) -> torch.Tensor:
+        rows = self._op(lambda: ray.get([a.gather.remote(bank.terms) for a in self.actors]), mutating=False)
+        return torch.cat(rows)
+
+    def state_dict(self):
+        states = self._op(lambda: ray.get([a.opt_state.remote() for a in self.actors]), mutating=False)
+        return {"opt_state": tree_map(lambda *xs: torch.cat(xs), *states)}
+
+    def load_state_dict(self, state):
+        self._op("_load_opt", state["opt_state"])
+
+    def _load_opt(self, opt_state) -> None:
+        ray.get([a.load_opt.remote({"opt_state": tree_map(lambda t: t[lo:hi].clone(), opt_state)})
+                 for a, (lo, hi) in zip(self.actors, self.blocks)])
+
+
+def _as_list(refs: Any) -> list[Any]:
+    return list(refs) if isinstance(refs, (list, tuple)) else [refs]
+
+
+def _nret(plan: Any, b: int) -> int:
+    return max(1, len(plan[2][b][1]))
+
+
+def _exchange_plan(W: Any, blocks: list[tuple[int, int]]) -> tuple[list[Any], list[list[tuple[int, int]]]]:
+    """Who sends which rows to whom for X <- W X over the actors' row blocks.
+
+    Returns per actor (its rows of W with columns [own rows, then the rows of each source actor in
+    order], the local row indices it publishes for each destination), and per actor the list of
+    (source actor, index of this actor among the source's destinations).
+    """
+    import scipy.sparse as sp
+    if isinstance(W, torch.Tensor) and W.layout == torch.sparse_csr:
+        Wc = sp.csr_matrix((W.values().cpu().double().numpy(), W.col_indices().cpu().numpy(),
+                            W.crow_indices().cpu().numpy()), shape=tuple(W.shape))
+    else:
+        Wc = sp.csr_matrix(np.asarray(W.cpu().double() if isinstance(W, torch.Tensor) else W))
+    k = len(blocks)
+    needs = [[np.zeros(0, dtype=np.int64)] * k for _ in range(k)]  # needs[a][b]: global rows of b for a
+    for a, (lo, hi) in enumerate(blocks):
+        cols = np.unique(Wc[lo:hi].indices)
+        for b, (blo, bhi) in enumerate(blocks):
+            if b != a:
+                needs[a][b] = cols[(cols >= blo) & (cols < bhi)]
+    dests = [[a for a in range(k) if a != b and len(needs[a][b])] for b in range(k)]
+    per_actor, sources = [], []
+    for a, (lo, hi) in enumerate(blocks):
+        order = np.concatenate([np.arange(lo, hi)] + [needs[a][b] for b in range(k) if b != a])
+        block = Wc[lo:hi][:, order].toarray().astype(np.float32)
+        per_actor.append((block, [needs[d][a] - lo for d in dests[a]]))
+        sources.append([(b, dests[b].index(a)) for b in range(k) if b != a and len(needs[a][b])])
+    return per_actor, sources
