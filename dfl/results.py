@@ -56,19 +56,31 @@ def peak_memory_mb() -> float:
     return float(rss)
 
 
-def prepare(out: str | Path, *, overwrite: bool = False, resume: bool = False) -> Path:
-    """Check that the run directory can be (re)used and written, before any work is done."""
+def check_out(out: str | Path, *, overwrite: bool = False, resume: bool = False) -> Path:
+    """The checks of `prepare` that touch nothing: a file in the way, a non-empty directory
+    without --overwrite, a --resume directory without a checkpoint."""
     path = Path(out)
     if path.exists() and not path.is_dir():
         raise DflError(f"--out {path}: exists and is not a directory")
+    for parent in path.parents:
+        if parent.exists() and not parent.is_dir():
+            raise DflError(f"--out {path}: cannot write there ({parent} is a file)")
     if resume:
         if not (path / CHECKPOINT).is_file():
             raise DflError(f"--resume {path}: no {CHECKPOINT} there; was it written by `dfl run`?")
+    elif path.exists() and any(path.iterdir()) and not overwrite:
+        raise DflError(f"--out {path}: directory exists and is not empty; "
+                       "pass --overwrite to replace it or --resume to continue it")
+    return path
+
+
+def prepare(out: str | Path, *, overwrite: bool = False, resume: bool = False) -> Path:
+    """Check that the run directory can be (re)used and written, before any work is done;
+    with --overwrite, empty it."""
+    path = check_out(out, overwrite=overwrite, resume=resume)
+    if resume:
         return path
     if path.exists() and any(path.iterdir()):
-        if not overwrite:
-            raise DflError(f"--out {path}: directory exists and is not empty; "
-                           "pass --overwrite to replace it or --resume to continue it")
         shutil.rmtree(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -129,10 +141,29 @@ class RunDir:
         return summary
 
 
+STATE_KEYS = ("round", "bank", "trainer", "algorithm", "comm_mb", "elapsed", "history")
+
+
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """Load a run directory's checkpoint; a corrupt one is reported, not loaded."""
+    file = Path(path) / CHECKPOINT
     try:
-        return torch.load(Path(path) / CHECKPOINT, map_location="cpu", weights_only=False)
+        state = torch.load(file, map_location="cpu", weights_only=False)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means a corrupt file
-        raise DflError(f"{Path(path) / CHECKPOINT}: corrupt checkpoint ({type(exc).__name__}); "
-                       "delete it to start over") from None
+        raise DflError(f"{file}: corrupt checkpoint ({type(exc).__name__}); delete it to start over") from None
+    if not isinstance(state, dict) or any(k not in state for k in STATE_KEYS):
+        raise DflError(f"{file}: not a dfl run checkpoint (expected the keys {', '.join(STATE_KEYS)}); "
+                       "delete it to start over")
+    return state
+
+
+def check_state(state: dict[str, Any], sim: Any, path: Path) -> None:
+    """A checkpoint must fit the run's Simulation (same clients and model) and not be past its end."""
+    bank = state["bank"]
+    want = (len(sim.steps), sim.layout.size)
+    if not isinstance(bank, torch.Tensor) or tuple(bank.shape) != want:
+        got = tuple(bank.shape) if isinstance(bank, torch.Tensor) else type(bank).__name__
+        raise DflError(f"{Path(path) / CHECKPOINT}: parameter bank {got} does not fit the config's "
+                       f"{want} (clients x parameters); was config.toml edited?")
+    if not 0 <= int(state["round"]) <= sim.cfg.rounds:
+        raise DflError(f"{Path(path) / CHECKPOINT}: round {state['round']} is outside 0..{sim.cfg.rounds}")

@@ -44,8 +44,10 @@ def _lists(raw: dict[str, Any], prefix: str = "") -> Iterable[tuple[str, list[An
 
 def _set(raw: dict[str, Any], dotted: str, value: Any) -> None:
     *parents, leaf = dotted.split(".")
-    for p in parents:
+    for i, p in enumerate(parents):
         raw = raw.setdefault(p, {})
+        if not isinstance(raw, dict):
+            raise ConfigError(f"--set {dotted}: {'.'.join(parents[:i + 1])!r} is not a section key")
     raw[leaf] = value
 
 

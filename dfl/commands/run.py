@@ -43,6 +43,8 @@ def run(args: argparse.Namespace) -> int:
         raise DflError("run: give a CONFIG file (or --resume DIR)")
     axes, variants = sweep.load(args.config, parse_overrides(args.set))
     out = Path(args.out) if args.out else default_out(args.config)
+    results.check_out(out, overwrite=args.overwrite)
+    sim = preflight([v.config for v in variants], keep=not axes)
     results.prepare(out, overwrite=args.overwrite)
     summaries = []
     if axes:
@@ -51,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
             run_dir = results.prepare(out / v.name)
             summaries.append(run_one(v.config, run_dir, quiet=args.quiet, title=v.name))
     else:
-        summaries.append(run_one(variants[0].config, out, quiet=args.quiet))
+        summaries.append(run_one(variants[0].config, out, quiet=args.quiet, sim=sim))
     print_table(summaries)
     print(f"results in {out}")
     return 0
@@ -70,14 +72,30 @@ def resume(args: argparse.Namespace) -> int:
     return 0
 
 
+def preflight(configs: list[Any], keep: bool = False) -> Any:
+    """Build every variant's Simulation (data, model, graph, W) once, so that each user error is
+    raised before the output directory is created or touched. Returns the last Simulation when
+    `keep` (a single run reuses it), else None (each variant is rebuilt when it runs)."""
+    from ..simulation import Simulation
+
+    for i, cfg in enumerate(configs):
+        sim = Simulation(cfg)
+        if keep and i == len(configs) - 1:
+            return sim
+        getattr(sim, "close", lambda: None)()  # engines holding resources (Ray actors)
+    return None
+
+
 def run_one(cfg, out: Path, *, quiet: bool = False, title: str = "",
-            resume_state: Optional[dict[str, Any]] = None) -> dict[str, Any]:
-    """Build the simulation, run it with a progress bar, write the run directory."""
+            resume_state: Optional[dict[str, Any]] = None, sim: Any = None) -> dict[str, Any]:
+    """Build the simulation (unless given), run it with a progress bar, write the run directory."""
     from .. import results
     from ..simulation import Simulation
     from ..progress import Progress
 
-    sim = Simulation(cfg)
+    sim = sim if sim is not None else Simulation(cfg)
+    if resume_state is not None:
+        results.check_state(resume_state, sim, out)
     writer = results.RunDir(out, sim.cfg, resume=resume_state is not None)
     if resume_state is not None:
         sim.load_state_dict(resume_state)
@@ -102,4 +120,6 @@ def print_table(summaries: list[dict[str, Any]]) -> None:
         table.add_row(s["label"], str(s["rounds"]), f"{f['test_acc']:.4f}", f"{s['best']['test_acc']:.4f}",
                       f"{f['local_test_acc']:.4f}", f"{f['consensus']:.3e}", f"{f['spectral_gap']:.4f}",
                       f"{f['comm_mb']:.1f}", f"{f['wall_s']:.1f}")
-    Console().print(table)
+    console = Console()
+    console.width = max(console.width, 140)
+    console.print(table)

@@ -9,7 +9,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from ..config import parse_overrides
-from .run import add_common, default_out, print_table, run_one
+from .run import add_common, default_out, preflight, print_table, run_one
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -36,6 +36,8 @@ def run(args: argparse.Namespace) -> int:
         raise DflError(f"--jobs: must be >= 1, got {args.jobs}")
     axes, variants = sweep.load(args.config, parse_overrides(args.set))
     out = Path(args.out) if args.out else default_out(args.config)
+    results.check_out(out, overwrite=args.overwrite)
+    preflight([v.config for v in variants])  # every user error before the directory is touched
     results.prepare(out, overwrite=args.overwrite)
     sweep.write_index(out, args.config, axes, variants)
     dirs = [results.prepare(out / v.name) for v in variants]
