@@ -120,6 +120,10 @@ def run(args: argparse.Namespace) -> int:
         raise topologies.TopologyError("topo: give a graph NAME (see `dfl topo --list`)")
     if args.gossip_steps < 1:
         raise topologies.TopologyError(f"--gossip-steps must be >= 1, got {args.gossip_steps}")
+    if args.plot:
+        ext = args.plot.rsplit(".", 1)[-1].lower() if "." in args.plot else ""
+        if ext not in ("png", "pdf", "svg"):
+            raise topologies.TopologyError(f"--plot {args.plot!r}: use a .png, .pdf or .svg file name")
     params = parse_params(args.param)
     d = topologies.describe(args.name, args.n, rule=args.mixing, q=args.gossip_steps,
                             seed=args.seed, **params)
