@@ -160,9 +160,11 @@ def test_torus_shape_errors():
 
 
 def test_unknown_names():
-    with pytest.raises(TopologyError, match=r"unknown topology 'rign'; valid: .*ring.* \(did you mean 'ring'\?\)"):
+    hint = r"unknown topology 'rign'; valid: .*ring.* \(did you mean 'ring'\?\)"
+    with pytest.raises(TopologyError, match=hint):
         T.build("rign", 8)
-    with pytest.raises(TopologyError, match=r"unknown mixing rule 'metropolis_hastings'.*did you mean 'metropolis'"):
+    hint = r"unknown mixing rule 'metropolis_hastings'.*did you mean 'metropolis'"
+    with pytest.raises(TopologyError, match=hint):
         T.mixing_matrix(T.build("ring", 8), "metropolis_hastings")
     with pytest.raises(TopologyError, match="unknown topology"):
         T.sequence_for("nope", 8)
@@ -272,3 +274,14 @@ def test_matchings_property(n, seed, t):
         W = T.mixing_matrix(G)
         np.testing.assert_allclose(W, W.T)
         np.testing.assert_allclose(W.sum(axis=1), 1.0)
+
+
+@pytest.mark.parametrize("module", ["topologies.errors", "topologies.generators", "topologies.timevarying",
+                                    "topologies.catalog", "topologies.mixing", "topologies.spectra",
+                                    "topologies.report", "dfl.commands.topo"])
+def test_doctests(module):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module))
+    assert result.failed == 0 and result.attempted > 0

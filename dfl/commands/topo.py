@@ -15,7 +15,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("name", nargs="?", metavar="NAME", help="graph name (see --list)")
     p.add_argument("--n", type=int, default=16, help="number of nodes (default 16)")
     p.add_argument("--mixing", default="metropolis", metavar="RULE", help="mixing rule (default metropolis)")
-    p.add_argument("--gossip-steps", type=int, default=1, metavar="Q", help="gossip steps per round (default 1)")
+    p.add_argument("--gossip-steps", type=int, default=1, metavar="Q",
+                   help="gossip steps per round (default 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random graphs (default 0)")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="graph parameter, e.g. p=0.2, k=4, d=3, path=edges.txt (repeatable)")
