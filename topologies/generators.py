@@ -220,6 +220,7 @@ def from_edgelist(n: int, seed: int = 0, path: str | None = None) -> nx.Graph:
     exactly 0..n-1. Self-loops are dropped (the mixing rule sets the diagonal)."""
     if path is None:
         raise TopologyError("from_edgelist: param path is required (a file of 'u v' lines)")
+    path = str(path)  # the CLI parses numbers: a file named "12" arrives as an int
     if not Path(path).is_file():
         raise TopologyError(f"from_edgelist: no such file {path}")
     try:
