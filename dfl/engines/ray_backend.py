@@ -26,6 +26,7 @@ import gc
 import itertools
 import logging
 import math
+import time
 import weakref
 from collections import Counter
 from typing import Any, Callable, Optional
@@ -181,6 +182,7 @@ class RayTrainer(Trainer):
                 raise DflError(f"Ray could not start {k} actors ({cpus:g} CPU, {gpus:g} GPU each) within "
                                f"{PLACEMENT_TIMEOUT_S:.0f} s; is the cluster busy?") from None
             self.actors = actors
+            self.placement_info = ray.get([a.info.remote() for a in actors])
         except BaseException:
             if self._finalizer is not None:
                 self.close()
@@ -227,7 +229,7 @@ class RayTrainer(Trainer):
         """An actor died: wait for its restart, restore every actor from the round's snapshot, replay."""
         self.restarts += 1
         logging.getLogger("dfl").warning("a Ray actor died; restarting it and replaying the round")
-        infos = ray.get([a.info.remote() for a in self.actors], timeout=PLACEMENT_TIMEOUT_S)
+        infos = [_wait_alive(a) for a in self.actors]
         ray.get([a.setup.remote([self._spec_ref], lo, hi)
                  for a, (lo, hi), info in zip(self.actors, self.blocks, infos) if not info["ready"]])
         snap = self._snap or [None] * len(self.actors)
@@ -310,7 +312,7 @@ class RayTrainer(Trainer):
 
     def state_dict(self):
         states = self._op(lambda: ray.get([a.opt_state.remote() for a in self.actors]), mutating=False)
-        return {"opt_state": tree_map(lambda *xs: torch.cat(xs), *states)}
+        return {"opt_state": tree_map(lambda *xs: torch.cat(xs), *[s["opt_state"] for s in states])}
 
     def load_state_dict(self, state):
         self._op("_load_opt", state["opt_state"])
@@ -318,6 +320,18 @@ class RayTrainer(Trainer):
     def _load_opt(self, opt_state) -> None:
         ray.get([a.load_opt.remote({"opt_state": tree_map(lambda t: t[lo:hi].clone(), opt_state)})
                  for a, (lo, hi) in zip(self.actors, self.blocks)])
+
+
+def _wait_alive(actor: Any) -> dict[str, Any]:
+    """The actor's info once it answers (Ray restarts a dead actor; meanwhile it is unavailable)."""
+    deadline = time.monotonic() + PLACEMENT_TIMEOUT_S
+    while True:
+        try:
+            return ray.get(actor.info.remote(), timeout=PLACEMENT_TIMEOUT_S)
+        except ray.exceptions.ActorUnavailableError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def _as_list(refs: Any) -> list[Any]:

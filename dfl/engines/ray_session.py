@@ -1,7 +1,7 @@
 """The Ray session and the actors of engine.backend = "ray": connect, place, reuse, release.
 
-- ``connect``: join engine.ray_address, or start a quiet local Ray (no dashboard, no worker logs
-  on the driver) that stops with the last run that uses it. A Ray the caller already initialized
+- ``connect``: join engine.ray_address (or $RAY_ADDRESS, as ``ray job submit`` sets it), or
+  start a quiet local Ray (no dashboard, no worker logs on the driver) that stops with the last run that uses it. A Ray the caller already initialized
   (a test fixture, a notebook) is used as is and left running.
 - ``placement``: how many actors, with how many CPUs / GPUs each.
 - ``acquire`` / ``release``: actor processes take seconds to start (torch import), so a finished
@@ -57,16 +57,18 @@ def connect(engine: EngineConfig) -> bool:
             _session["users"] += 1
         return bool(_session["owned"])
     quiet = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    address = engine.ray_address or os.environ.get("RAY_ADDRESS", "")  # `ray job submit` sets it
     with _pythonpath() as env:
         try:
-            if engine.ray_address:  # the cluster's workers get dfl's folder too (same path or installed)
-                ray.init(address=engine.ray_address, runtime_env={"env_vars": env}, **quiet)
+            if address:  # the cluster's workers get dfl's folder too (same path, or dfl installed)
+                ray.init(address=address, runtime_env={"env_vars": env}, **quiet)
             else:
                 ray.init(address="local", num_cpus=engine.ray_num_cpus or None, **quiet)
         except ConnectionError as exc:
-            raise DflError(f"engine.ray_address: cannot join the Ray cluster at {engine.ray_address!r} "
-                           f"({exc}); start it with `ray start --head` or leave ray_address empty for a "
-                           "local Ray") from None
+            raise DflError(f"engine.ray_address: cannot join the Ray cluster at {address!r} "
+                           f"({exc}); start it with `ray start --head`, set RAY_AUTH_MODE=token if the "
+                           "cluster uses token authentication, or leave ray_address empty for a local Ray"
+                           ) from None
     _session.update(owned=True, users=1)
     return True
 
