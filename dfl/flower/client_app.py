@@ -8,8 +8,8 @@ Message types it answers:
     evaluate         accuracy / loss of the received global model on this client's held-out split.
     query.setup      gossip: store the initial model; reply with this node's client id.
     train.gossip     gossip: train the node's own model (kept in context.state between rounds).
-    query.mix        gossip: one step z_i <- W_ii z_i + sum_j W_ij z_j with the neighbours' z_j.
-    evaluate.own     gossip: accuracy / loss of the node's own model on its held-out split.
+    query.mix        gossip: one step z_i <- W_ii z_i + sum_j W_ij z_j with the neighbours' z_j;
+                     the round's last step also reports the local accuracy on evaluated rounds.
 
 Every reply carries the metric "client-weight" = 1: dfl averages clients with equal weights.
 The optimizer state (momentum, SAF / MESA trajectories) stays on the node, in context.state.
@@ -133,16 +133,17 @@ def mix(msg: Message, context: Context) -> Message:
             z[k] = z[k] + float(w) * nbr[k].numpy()
     new = ArrayRecord({k: Array(v.astype("float32")) for k, v in z.items()})
     context.state[R.MIX_STATE] = new
-    if conf.get("last"):
-        if delta is not None:
-            new = ArrayRecord({k: Array((new[k].numpy() + delta[k].numpy()).astype("float32")) for k in names})
-        context.state[R.MODEL_STATE] = new
-    return _reply(msg, new)
+    if not conf.get("last"):
+        return _reply(msg, new)
+    if delta is not None:
+        new = ArrayRecord({k: Array((new[k].numpy() + delta[k].numpy()).astype("float32")) for k in names})
+    context.state[R.MODEL_STATE] = new
+    if not conf.get("evaluate"):
+        return _reply(msg, new)
+    acc, loss = _own_accuracy(context)
+    return _reply(msg, new, local_acc=acc, local_loss=loss)
 
 
-@app.evaluate("own")
-def evaluate_own(msg: Message, context: Context) -> Message:
-    """Accuracy and loss of the node's own model on its held-out split."""
+def _own_accuracy(context: Context) -> tuple[float, float]:
     client = _client(context)
-    acc, loss = client.evaluate(R.from_record(client.layout, context.state[R.MODEL_STATE]))
-    return _reply(msg, local_acc=acc, local_loss=loss)
+    return client.evaluate(R.from_record(client.layout, context.state[R.MODEL_STATE]))

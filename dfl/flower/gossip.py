@@ -13,7 +13,7 @@ z_i = x_i^before, x_i <- (W^Q z)_i + (x_i^after - x_i^before). Inactive nodes (p
 chosen by dfl.rng.participation, as `dfl run`) skip training but still mix and relay. W_t comes
 from topologies/ (time-varying graphs included). The server keeps the last model it relayed of
 each node, which gives consensus distance and the mean model's test accuracy; each node reports
-its own model's accuracy on its held-out split ("evaluate.own").
+its own model's accuracy on its held-out split in the reply to the round's last mixing step.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from typing import Iterable
 
 import numpy as np
 import torch
-from flwr.app import ConfigRecord, Message, MessageType, RecordDict
+from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
 import topologies
@@ -117,8 +117,11 @@ class Relay:
             losses.append(float(m.content[R.METRICS]["train_loss"]))
         return z, losses
 
-    def gossip(self, t: int, z: torch.Tensor, W: np.ndarray) -> torch.Tensor:
-        """Q relay steps; node i receives z_j of every j with W_ij > 0 and mixes them itself."""
+    def gossip(self, t: int, z: torch.Tensor, W: np.ndarray, evaluate: bool) -> tuple[torch.Tensor, list[float]]:
+        """Q relay steps; node i receives z_j of every j with W_ij > 0 and mixes them itself.
+
+        With `evaluate`, the last step's replies carry each node's local accuracy (saves a round trip).
+        """
         q_steps = self.sim.cfg.algorithm.gossip_steps
         for q in range(q_steps):
             recs = [R.to_record(self.sim.layout, z[j]) for j in range(self.n)]
@@ -128,17 +131,14 @@ class Relay:
                 content = RecordDict({f"nbr-{j}": recs[j] for j in nbrs})
                 content[R.CONFIG] = ConfigRecord({
                     "round": t, "self-weight": float(W[i, i]), "neighbours": [int(j) for j in nbrs] or [-1],
-                    "weights": [float(W[i, j]) for j in nbrs] or [0.0], "last": q == q_steps - 1})
+                    "weights": [float(W[i, j]) for j in nbrs] or [0.0], "last": q == q_steps - 1,
+                    "evaluate": evaluate})
                 msgs.append(self._msg(self.node[i], "query.mix", content))
-            z = z.clone()
+            z, accs = z.clone(), []
             for m in exchange(self.grid, msgs, self.timeout, f"round {t + 1} gossip step {q + 1}"):
                 z[self.client[m.metadata.src_node_id]] = R.from_record(self.sim.layout, m.content[R.ARRAYS])
-        return z
-
-    def local_accuracy(self) -> list[float]:
-        msgs = [self._msg(self.node[i], MessageType.EVALUATE + ".own", RecordDict()) for i in range(self.n)]
-        return [float(m.content[R.METRICS]["local_acc"])
-                for m in exchange(self.grid, msgs, self.timeout, "evaluation")]
+                accs.append(float(m.content[R.METRICS].get("local_acc", float("nan"))))
+        return z, accs
 
     def run(self) -> None:
         sim, cfg = self.sim, self.sim.cfg
@@ -147,13 +147,14 @@ class Relay:
             active = participation(cfg.seed, t, self.n, cfg.algorithm.participation)
             W, deg, gap = self.mixing(t)
             z, losses = self.train(t, active)
-            self.models = self.gossip(t, z, W)
+            evaluate = self.rec.is_eval_round(t + 1)
+            self.models, accs = self.gossip(t, z, W, evaluate)
             ctx = RoundContext(round=t, active=torch.as_tensor(active), W=None, degrees=deg,
                                gossip_steps=cfg.algorithm.gossip_steps, lr=sim.schedule(t),
                                local_steps=int(sim.steps.max()))
             sim.comm_mb += sim.algo.comm_mb(ctx, sim.model_bytes)
-            if self.rec.is_eval_round(t + 1):
-                self.rec.local(self.local_accuracy())
+            if evaluate:
+                self.rec.local(accs)
                 q = cfg.algorithm.gossip_steps
                 self.rec.write(t + 1, self.models, {
                     "train_loss": float(np.nanmean(losses)), "spectral_gap": gap,

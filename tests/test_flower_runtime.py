@@ -1,0 +1,328 @@
+"""The Flower apps on Flower's runtimes: `flwr run` on a simulation SuperLink (Ray), and real
+deployments (flower-superlink + 3 flower-supernode processes on 127.0.0.1), first --insecure,
+then with TLS and SuperNode authentication. Each run's metrics are compared with `dfl run` on the
+same config: equal seeds give the same batches and initial model, so the numbers agree to float
+rounding (asserted: test accuracy within ACC_TOL, losses within 1e-4 relative).
+
+Every process is started in its own session and stopped (with all its descendants) in a finally
+block. No network: telemetry off, runtime dependency installation off. Flower's simulation starts
+and shuts down its own Ray, so it only ever runs in these subprocesses.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from dfl.config import load_config, parse_overrides
+from dfl.simulation import Simulation
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+CONFIG = "experiments/flower_quickstart.toml"
+ACC_TOL = 0.01   # stated tolerance on test accuracy (Flower vs dfl run); observed: identical
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def env_for(home: Path) -> dict[str, str]:
+    env = dict(os.environ, FLWR_HOME=str(home), FLWR_TELEMETRY_ENABLED="0",
+               FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1", PYTHONPATH=str(ROOT),
+               PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", RAY_USAGE_STATS_ENABLED="0")
+    return env
+
+
+def _children() -> dict[int, list[int]]:
+    tree: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            tree.setdefault(ppid, []).append(int(d.name))
+    return tree
+
+
+def _descendants(pid: int) -> list[int]:
+    tree, out, todo = _children(), [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo += tree.get(p, [])
+    return out
+
+
+class Processes:
+    """Long-running Flower processes of one test, each in its own session; stop() ends them all."""
+
+    def __init__(self, logs: Path):
+        self.logs, self.procs = logs, []
+
+    def start(self, name: str, args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen:
+        log = open(self.logs / f"{name}.log", "w")
+        proc = subprocess.Popen(args, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        self.procs.append(proc)
+        return proc
+
+    def stop(self) -> None:
+        pids = [p for proc in self.procs for p in _descendants(proc.pid)]
+        for sig, wait in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 5.0)):
+            for proc in self.procs:  # its session's group: children whose parent already exited
+                try:
+                    os.killpg(proc.pid, sig)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            for p in pids:
+                try:
+                    os.kill(p, sig)
+                except ProcessLookupError:
+                    pass
+            deadline = time.monotonic() + wait
+            for proc in self.procs:
+                try:
+                    proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    pass
+            pids = [p for p in pids if Path(f"/proc/{p}").exists() and not _zombie(p)]
+            if not pids:
+                return
+
+    def tail(self) -> str:
+        return "\n".join(f"--- {f.name}\n" + f.read_text()[-3000:] for f in sorted(self.logs.glob("*.log")))
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return (Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]) == "Z"
+    except OSError:
+        return True
+
+
+def wait_port(port: int, proc: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "process exited early"
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.3)
+    raise TimeoutError(f"nothing listens on {port}")
+
+
+def write_flwr_config(home: Path, port: int, ca: Path | None = None) -> None:
+    """The Flower configuration (FLWR_HOME/config.toml) with one SuperLink connection 'dfl'."""
+    home.mkdir(parents=True, exist_ok=True)
+    tls = f'root-certificates = "{ca}"' if ca else "insecure = true"
+    (home / "config.toml").write_text(f'[superlink]\ndefault = "dfl"\n\n[superlink.dfl]\n'
+                                      f'address = "127.0.0.1:{port}"\n{tls}\n')
+
+
+def flwr_run(home: Path, sets: str, out: Path, extra: list[str] = (), timeout: float = 420) -> None:
+    """`flwr run . dfl --stream` from the project root; returns once the run directory is complete."""
+    run_config = f'config="{CONFIG}" set="{sets}" out="{out}"'
+    res = subprocess.run([str(BIN / "flwr"), "run", ".", "dfl", "--run-config", run_config, *extra, "--stream"],
+                         cwd=ROOT, env=env_for(home), capture_output=True, text=True, timeout=timeout)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    deadline = time.monotonic() + 60
+    while not (out / "manifest.json").exists():
+        assert time.monotonic() < deadline, f"run did not finish:\n{res.stdout[-3000:]}"
+        time.sleep(0.5)
+
+
+def dfl_rows(sets: str) -> list[dict]:
+    """The same config run by dfl's own simulation (in this process, serial engine: no Ray)."""
+    cfg = load_config(ROOT / CONFIG, parse_overrides(sets.split()))
+    return Simulation(cfg.replace(**{"engine.backend": "serial"})).run()
+
+
+def assert_same(out: Path, sets: str) -> list[dict]:
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    ref = dfl_rows(sets)
+    assert [r["round"] for r in rows] == [r["round"] for r in ref]
+    for got, want in zip(rows, ref):
+        assert abs(got["test_acc"] - want["test_acc"]) <= ACC_TOL
+        for key in ("test_loss", "train_loss", "local_test_acc", "comm_mb", "spectral_gap"):
+            assert got[key] == pytest.approx(want[key], rel=1e-4, abs=1e-6), key
+        assert got["consensus"] == pytest.approx(want["consensus"], rel=1e-3, abs=1e-9)
+    for name in ("config.toml", "summary.json", "manifest.json"):
+        assert (out / name).is_file()
+    assert json.loads((out / "manifest.json").read_text())["runtime"] == "flower"
+    return rows
+
+
+# ------------------------------------------------------------------------- simulation runtime
+@pytest.fixture(scope="module")
+def sim_link(tmp_path_factory):
+    """A SuperLink in simulation mode on a free port, and a FLWR_HOME pointing at it."""
+    tmp = tmp_path_factory.mktemp("flwr-sim")
+    port = free_port()
+    write_flwr_config(tmp / "home", port)
+    procs = Processes(tmp)
+    try:
+        link = procs.start("superlink", [str(BIN / "flower-superlink"), "--insecure", "--simulation",
+                                         "--disable-runtime-dependency-installation",
+                                         "--host", "127.0.0.1", "--port", str(port)],
+                           env_for(tmp / "home"), tmp)
+        wait_port(port, link)
+        yield tmp
+    finally:
+        procs.stop()
+
+
+SIM = ["--federation-config", "num-supernodes=6 client-resources-num-cpus=1"]
+
+
+def test_simulation_fedavg_matches_dfl_run(sim_link):
+    sets = "rounds=3 data.num_clients=6 algorithm.name=fedavg local.optimizer=sgd"
+    out = sim_link / "fedavg"
+    flwr_run(sim_link / "home", sets, out, SIM)
+    rows = assert_same(out, sets)
+    assert rows[-1]["consensus"] == 0.0 and rows[-1]["drift"] > 0
+
+
+def test_simulation_dfedsam_ring_matches_dfl_run(sim_link):
+    sets = "rounds=2 data.num_clients=6 algorithm.gossip_steps=2 algorithm.participation=0.5"
+    out = sim_link / "dfedsam"
+    flwr_run(sim_link / "home", sets, out, SIM)
+    rows = assert_same(out, sets)
+    assert rows[-1]["spectral_gap"] < 1 and rows[-1]["consensus"] > 0
+
+
+# ------------------------------------------------------------------------- deployment runtime
+def start_federation(procs: Processes, tmp: Path, port: int, link_tls: list[str],
+                     node_tls: list[str], keys: list[Path] | None = None) -> None:
+    link = procs.start("superlink", [str(BIN / "flower-superlink"), *link_tls,
+                                     "--disable-runtime-dependency-installation",
+                                     "--host", "127.0.0.1", "--port", str(port)], env_for(tmp / "home"), tmp)
+    wait_port(port, link)
+    if keys:
+        for key in keys:
+            res = subprocess.run([str(BIN / "flwr"), "supernode", "register", f"{key}.pub", "dfl"], cwd=tmp,
+                                 env=env_for(tmp / "home"), capture_output=True, text=True, timeout=60)
+            assert res.returncode == 0, res.stdout + res.stderr
+    for i in range(3):
+        node_home = tmp / f"node{i}"
+        node_home.mkdir()
+        auth = ["--auth-supernode-private-key", str(keys[i])] if keys else []
+        procs.start(f"supernode{i}", [str(BIN / "flower-supernode"), *node_tls, *auth,
+                                      "--superlink", f"127.0.0.1:{port}", "--port", str(free_port()),
+                                      "--node-config", f"partition-id={i} num-partitions=3"],
+                    env_for(node_home), node_home)
+
+
+def test_deployment_insecure_dfedsam(tmp_path):
+    port = free_port()
+    write_flwr_config(tmp_path / "home", port)
+    procs = Processes(tmp_path)
+    t0 = time.monotonic()
+    try:
+        start_federation(procs, tmp_path, port, ["--insecure"], ["--insecure"])
+        sets = "rounds=2"
+        flwr_run(tmp_path / "home", sets, tmp_path / "out")
+        assert_same(tmp_path / "out", sets)
+    except BaseException:
+        print(procs.tail())
+        raise
+    finally:
+        procs.stop()
+    print(f"deployment (insecure) took {time.monotonic() - t0:.0f} s")
+
+
+def make_certificates(d: Path) -> tuple[Path, Path, Path]:
+    """A self-signed CA and a server certificate for 127.0.0.1 / localhost it signed."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    import ipaddress
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key, key = ec.generate_private_key(ec.SECP384R1()), ec.generate_private_key(ec.SECP384R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "dfl test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+          .not_valid_after(now + datetime.timedelta(days=2))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    san = x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=2))
+            .add_extension(san, critical=False).sign(ca_key, hashes.SHA256()))
+    pem = serialization.Encoding.PEM
+    paths = d / "ca.crt", d / "server.pem", d / "server.key"
+    paths[0].write_bytes(ca.public_bytes(pem))
+    paths[1].write_bytes(cert.public_bytes(pem))
+    paths[2].write_bytes(key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return paths
+
+
+def make_node_keys(d: Path, n: int) -> list[Path]:
+    """EC P-384 key pairs in OpenSSH format (what `flwr supernode register` and the SuperNode read)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    paths = []
+    for i in range(n):
+        key = ec.generate_private_key(ec.SECP384R1())
+        path = d / f"node{i}_key"
+        path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                           serialization.NoEncryption()))
+        Path(f"{path}.pub").write_bytes(key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                                                      serialization.PublicFormat.OpenSSH))
+        paths.append(path)
+    return paths
+
+
+def assert_unregistered_node_refused(procs: Processes, tmp: Path, port: int, ca: Path, key: Path) -> None:
+    """A SuperNode whose public key was never registered cannot join (--enable-supernode-auth)."""
+    home = tmp / "intruder"
+    home.mkdir()
+    proc = procs.start("intruder", [str(BIN / "flower-supernode"), "--root-certificates", str(ca),
+                                    "--auth-supernode-private-key", str(key), "--superlink", f"127.0.0.1:{port}",
+                                    "--port", str(free_port()), "--max-retries", "1", "--max-wait-time", "10",
+                                    "--node-config", "partition-id=0"], env_for(home), home)
+    assert proc.wait(timeout=120) != 0
+    errors = [ln for ln in (tmp / "intruder.log").read_text().splitlines() if "ERROR" in ln or "rror" in ln]
+    print("unregistered SuperNode refused:", errors[-1][:300] if errors else "(exit code only)")
+
+
+def test_deployment_tls_and_node_auth_fedavg(tmp_path):
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    ca, cert, key = make_certificates(certs)
+    keys = make_node_keys(certs, 3)
+    port = free_port()
+    write_flwr_config(tmp_path / "home", port, ca=ca)
+    procs = Processes(tmp_path)
+    t0 = time.monotonic()
+    try:
+        link_tls = ["--ssl-ca-certfile", str(ca), "--ssl-certfile", str(cert), "--ssl-keyfile", str(key),
+                    "--enable-supernode-auth"]
+        start_federation(procs, tmp_path, port, link_tls, ["--root-certificates", str(ca)], keys)
+        sets = "rounds=2 algorithm.name=fedavg local.optimizer=sgd"
+        flwr_run(tmp_path / "home", sets, tmp_path / "out")
+        assert_same(tmp_path / "out", sets)
+        assert_unregistered_node_refused(procs, tmp_path, port, ca, make_node_keys(tmp_path, 1)[0])
+    except BaseException:
+        print(procs.tail())
+        raise
+    finally:
+        procs.stop()
+    print(f"deployment (TLS + node auth) took {time.monotonic() - t0:.0f} s")
