@@ -7,6 +7,16 @@
 
 gives 2 x 4 x 3 runs. Each run goes into its own run directory under one sweep directory, with
 sweep.json listing the axes and every run's overrides (the plots read it).
+
+Keys named together in ``[sweep] zip`` vary together (one axis of the product, element by
+element) instead of multiplying, e.g. to pair each algorithm with its optimizer::
+
+    [sweep]
+    zip = ["algorithm.name", "local.optimizer"]     # or a list of such groups
+    [algorithm]
+    name = ["dfedavg", "dfedsam", "dfedsam"]
+    [local]
+    optimizer = ["sgd", "sam", "tram"]              # 3 runs (times the other axes)
 """
 from __future__ import annotations
 
@@ -56,12 +66,52 @@ def _slug(overrides: dict[str, Any]) -> str:
     return re.sub(r"[^A-Za-z0-9_.=+-]", "_", ",".join(parts)) or "run"
 
 
+def _zip_groups(spec: Any, axes: dict[str, list[Any]]) -> list[list[str]]:
+    """[sweep] zip: one group (a list of keys) or a list of groups; checked against the axes."""
+    if spec == []:
+        return []
+    groups = [spec] if isinstance(spec, list) and all(isinstance(k, str) for k in spec) else spec
+    if not isinstance(groups, list) or not all(isinstance(g, list) and g for g in groups):
+        raise ConfigError(f"sweep.zip: must be a list of keys or a list of such lists, got {spec!r}")
+    seen: set[str] = set()
+    for group in groups:
+        for key in group:
+            if key not in axes or key in seen:
+                why = "is named twice" if key in seen else "is not a list-valued key of the config"
+                raise ConfigError(f"sweep.zip: {key!r} {why}")
+            seen.add(key)
+        lengths = {key: len(axes[key]) for key in group}
+        if len(set(lengths.values())) > 1:
+            raise ConfigError(f"sweep.zip: zipped keys need lists of one length, got {lengths}")
+    return groups
+
+
+def _factors(raw: dict[str, Any], axes: dict[str, list[Any]]) -> list[list[dict[str, Any]]]:
+    """The product's factors: each a list of override dicts (one key, or a zipped group)."""
+    sweep = raw.get("sweep", {})
+    if not isinstance(sweep, dict) or set(sweep) - {"zip"}:
+        raise ConfigError(f"sweep: the only key of [sweep] is zip, got {sweep!r}")
+    groups = _zip_groups(sweep.get("zip", []), axes)
+    zipped = {key: g for g in groups for key in g}
+    factors, done = [], set()
+    for key in axes:
+        group = zipped.get(key, [key])
+        if group[0] in done:
+            continue
+        done.add(group[0])
+        factors.append([dict(zip(group, vals)) for vals in zip(*(axes[k] for k in group))])
+    return factors
+
+
 def expand(raw: dict[str, Any], source: str = "config") -> tuple[dict[str, list[Any]], list[Variant]]:
     """(axes, variants) of a raw config dict; a config without lists is one variant."""
-    axes = dict(_lists(raw))
+    raw = dict(raw)
+    axes = {k: v for k, v in _lists(raw) if not k.startswith("sweep.")}
+    factors = _factors(raw, axes)
+    raw.pop("sweep", None)
     variants = []
-    for i, values in enumerate(itertools.product(*axes.values())):
-        overrides = dict(zip(axes, values))
+    for i, parts in enumerate(itertools.product(*factors)):
+        overrides = {k: v for part in parts for k, v in part.items()}
         one = copy.deepcopy(raw)
         for k, v in overrides.items():
             _set(one, k, v)
