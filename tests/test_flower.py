@@ -22,7 +22,7 @@ from flwr.app import Context, Message, RecordDict  # noqa: E402
 
 from dfl.flower import client_app, records as R, server_app, settings  # noqa: E402
 from dfl.flower.local import LocalClient, OneClientData, load_shard, shard_of  # noqa: E402
-from dfl.flower.shards import export, main as shards_main  # noqa: E402
+from dfl.flower.shards import main as shards_main  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = "experiments/flower_quickstart.toml"

@@ -102,7 +102,10 @@ def train_gossip(msg: Message, context: Context) -> Message:
     z = before if conf.get("mix-before") else after
     context.state[R.MODEL_STATE] = R.to_record(client.layout, after)
     context.state[R.MIX_STATE] = R.to_record(client.layout, z)
-    context.state["dfl-delta"] = R.to_record(client.layout, after - z)
+    if conf.get("mix-before"):
+        context.state[R.DELTA_STATE] = R.to_record(client.layout, after - before)
+    else:
+        context.state.pop(R.DELTA_STATE, None)
     _save(context, client)
     context.state[R.STATE]["mix-round"] = t
     return _reply(msg, R.to_record(client.layout, z), train_loss=loss)
@@ -114,8 +117,8 @@ def _mix_state(context: Context, t: int) -> tuple[ArrayRecord, ArrayRecord | Non
     if int(state.get("mix-round", -1)) != t:
         state["mix-round"] = t
         context.state[R.MIX_STATE] = context.state[R.MODEL_STATE]
-        context.state.pop("dfl-delta", None)
-    return context.state[R.MIX_STATE], context.state.array_records.get("dfl-delta")
+        context.state.pop(R.DELTA_STATE, None)
+    return context.state[R.MIX_STATE], context.state.array_records.get(R.DELTA_STATE)
 
 
 @app.query("mix")

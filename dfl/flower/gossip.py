@@ -18,7 +18,6 @@ its own model's accuracy on its held-out split in the reply to the round's last 
 from __future__ import annotations
 
 import time
-from typing import Iterable
 
 import numpy as np
 import torch
@@ -165,5 +164,3 @@ class Relay:
 def run_gossip(grid: Grid, sim: Simulation, rec: Recorder, timeout: float) -> None:
     Relay(grid, sim, rec, timeout).run()
 
-
-__all__: Iterable[str] = ("run_gossip", "mix_before", "Relay")

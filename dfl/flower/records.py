@@ -22,6 +22,7 @@ WEIGHT = "client-weight"     # uniform client weight: dfl averages clients with 
 STATE = "dfl"                # the node's context.state record (ConfigRecord) key
 MODEL_STATE = "dfl-model"    # the node's current model (ArrayRecord) in context.state
 MIX_STATE = "dfl-mix"        # the vector being gossiped this round (ArrayRecord) in context.state
+DELTA_STATE = "dfl-delta"    # D-PSGD: the local update added back after mixing (ArrayRecord)
 
 
 def to_record(layout: Layout, row: torch.Tensor) -> ArrayRecord:
