@@ -23,7 +23,7 @@ iteration for every client's model at once (vmap over chunks of the bank).
 """
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -99,7 +99,8 @@ def max_eig(fs: Sequence[LossFn], w: Tensor, iters: int, gen: Optional[torch.Gen
     return float(power_iteration(hessian_operator(fs, w), v0, iters))
 
 
-def hutchinson_trace(fs: Sequence[LossFn], w: Tensor, samples: int, gen: Optional[torch.Generator] = None) -> float:
+def hutchinson_trace(fs: Sequence[LossFn], w: Tensor, samples: int,
+                     gen: Optional[torch.Generator] = None) -> float:
     """tr(H) ~ (1/samples) sum_j z_j^T H z_j, z_j Rademacher (+-1) drawn from ``gen``."""
     w = w.detach()
     hv = hessian_operator(fs, w)
@@ -110,7 +111,8 @@ def hutchinson_trace(fs: Sequence[LossFn], w: Tensor, samples: int, gen: Optiona
     return total / samples
 
 
-def sharpness(fs: Sequence[LossFn], w: Tensor, rhos: Sequence[float], per_term: bool = False) -> dict[float, float]:
+def sharpness(fs: Sequence[LossFn], w: Tensor, rhos: Sequence[float],
+              per_term: bool = False) -> dict[float, float]:
     """{rho: L(w + rho g / ||g||) - L(w)} for every radius (SAM's first-order worst case).
 
     With ``per_term`` each f_i takes its own ascent step along its own gradient and the
@@ -157,7 +159,8 @@ def sample(pool: Tensor, count: int, gen: torch.Generator) -> Tensor:
     return pool[perm.to(pool.device)]
 
 
-def round_metrics(model: torch.nn.Module, layout: Layout, row: Tensor, fed, cfg, round_: int) -> dict[str, float]:
+def round_metrics(model: torch.nn.Module, layout: Layout, row: Tensor, fed: Any, cfg: Any,
+                  round_: int) -> dict[str, float]:
     """hessian_max_eig, hessian_trace and sharpness (at local.rho, else 0.05) of one flat model
     ``row`` on cfg.metrics.hessian_samples training samples (chosen from cfg.seed), with
     cfg.metrics.hessian_iters power iterations and Hutchinson samples (seeded from the round)."""
@@ -173,5 +176,5 @@ def round_metrics(model: torch.nn.Module, layout: Layout, row: Tensor, fed, cfg,
             "sharpness": sharpness(fs, row, [rho])[float(rho)]}
 
 
-__all__ = ["generator", "loss_terms", "hvp", "hessian_operator", "power_iteration", "max_eig", "hutchinson_trace",
-           "sharpness", "local_max_eig", "round_metrics"]
+__all__ = ["generator", "loss_terms", "hvp", "hessian_operator", "power_iteration", "max_eig",
+           "hutchinson_trace", "sharpness", "local_max_eig", "round_metrics"]

@@ -22,7 +22,8 @@ def test_zip_pairs_keys_and_multiplies_the_rest():
     got = [(v.config.algorithm.name, v.config.local.optimizer, v.config.model.name) for v in variants]
     assert got == [("dfedavg", "sgd", "mlp"), ("dfedavg", "sgd", "cnn"), ("dfedsam", "sam", "mlp"),
                    ("dfedsam", "sam", "cnn"), ("dfedsam", "tram", "mlp"), ("dfedsam", "tram", "cnn")]
-    assert variants[0].overrides == {"algorithm.name": "dfedavg", "local.optimizer": "sgd", "model.name": "mlp"}
+    assert variants[0].overrides == {"algorithm.name": "dfedavg", "local.optimizer": "sgd",
+                                     "model.name": "mlp"}
     assert len({v.name for v in variants}) == 6
     # a list of groups works the same; without zip it is the full product
     _, same = sweep.expand(raw(sweep={"zip": [["algorithm.name", "local.optimizer"]]}))
@@ -46,7 +47,6 @@ def test_flatness_experiment_expands_to_six_runs():
     axes, variants = sweep.load(ROOT / "experiments" / "flatness.toml")
     got = {(v.config.label(), v.config.algorithm.name, v.config.local.optimizer, v.config.model.name)
            for v in variants}
-    assert got == {(label, algo, opt, model) for label, algo, opt in
-                   [("DFedAvg", "dfedavg", "sgd"), ("DFedSAM", "dfedsam", "sam"), ("DFedTRAM", "dfedsam", "tram")]
-                   for model in ("cnn", "vit")}
+    methods = [("DFedAvg", "dfedavg", "sgd"), ("DFedSAM", "dfedsam", "sam"), ("DFedTRAM", "dfedsam", "tram")]
+    assert got == {(*method, model) for method in methods for model in ("cnn", "vit")}
     assert all(v.config.metrics.flatness_every == 5 for v in variants)
