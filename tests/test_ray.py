@@ -4,6 +4,7 @@ One local Ray (2 CPUs and 4 pretend GPUs, so that placement over GPUs can be che
 machine) is shared by the module; actors go back to an idle pool between runs, so only the
 first run of each actor shape pays the actor start-up.
 """
+import gc
 import os
 import signal
 
@@ -26,6 +27,7 @@ TIMINGS = ("wall_s", "train_s", "exchange_s", "eval_s")
 
 @pytest.fixture(scope="module")
 def local_ray():
+    gc.collect()  # a Ray another module's runs started goes with them
     with ray_session._pythonpath():
         ray.init(num_cpus=2, num_gpus=4, include_dashboard=False, log_to_driver=False,
                  logging_level="ERROR")

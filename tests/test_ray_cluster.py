@@ -21,6 +21,7 @@ pytest.importorskip("ray")
 
 ROOT = Path(__file__).resolve().parent.parent
 RAY = Path(sys.executable).parent / "ray"
+QUICKSTART = ROOT / "experiments" / "quickstart.toml"
 SMALL = ["--set", "rounds=2", "--set", "algorithm.name=dfedavg", "--set", "data.num_clients=6",
          "--set", "model.name=mlp", "--set", "local.local_steps=2", "--quiet"]
 
@@ -38,7 +39,7 @@ def env(**extra):
 
 
 def dfl(*args, **kw):
-    return subprocess.run([sys.executable, "-m", "dfl", "run", str(ROOT / "experiments/quickstart.toml"), *args],
+    return subprocess.run([sys.executable, "-m", "dfl", "run", str(QUICKSTART), *args],
                           cwd=ROOT, capture_output=True, text=True, timeout=180, **kw)
 
 
@@ -49,9 +50,10 @@ def metrics(path: Path) -> list[dict]:
 @pytest.fixture
 def cluster():
     port, temp = free_port(), tempfile.mkdtemp(prefix="rc", dir="/tmp")
-    head = subprocess.Popen([str(RAY), "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
-                             "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats",
-                             f"--temp-dir={temp}"], env=env(), start_new_session=True,
+    head = subprocess.Popen([str(RAY), "start", "--head", "--block", f"--port={port}",
+                             "--node-ip-address=127.0.0.1", "--num-cpus=2", "--include-dashboard=false",
+                             "--disable-usage-stats", f"--temp-dir={temp}"],
+                            env=env(), start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
@@ -63,7 +65,7 @@ def cluster():
     finally:
         os.killpg(head.pid, signal.SIGTERM)
         try:
-            head.wait(timeout=30)
+            head.wait(timeout=5)
         except subprocess.TimeoutExpired:
             os.killpg(head.pid, signal.SIGKILL)
         shutil.rmtree(temp, ignore_errors=True)
@@ -84,8 +86,8 @@ def test_joins_an_existing_cluster_and_leaves_it_running(cluster, tmp_path):
 
 def test_ctrl_c_stops_the_local_ray(tmp_path):
     out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "dfl", "run", str(ROOT / "experiments/quickstart.toml"),
-                             *SMALL, "--set", "rounds=1000", "--set", "engine.backend=ray", "--out", str(out)],
+    proc = subprocess.Popen([sys.executable, "-m", "dfl", "run", str(QUICKSTART), *SMALL, "--set", "rounds=1000",
+                             "--set", "engine.backend=ray", "--out", str(out)],
                             cwd=ROOT, env=env(), start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:

@@ -114,7 +114,8 @@ class RayTrainer(Trainer):
         self._names = itertools.count()
         self._snap: Optional[list[Any]] = None
         self._log: list[tuple[str, tuple[Any, ...]]] = []  # method names: no cycle through self
-        self._plan: Optional[tuple[Any, int, list[tuple[np.ndarray, list[np.ndarray]]], list[list[int]]]] = None
+        # (W, key, per actor (W block, rows to publish per destination), per actor its sources)
+        self._plan: Optional[tuple[Any, int, list[Any], list[list[tuple[int, int]]]]] = None
         self._finalizer: Optional[weakref.finalize] = None
 
     # ------------------------------------------------------------------ Simulation hooks
@@ -176,8 +177,8 @@ class RayTrainer(Trainer):
             actors = ray_session.acquire(k, cpus, gpus)
             self._finalizer = weakref.finalize(self, ray_session.release, actors, cpus, gpus, owned)
             try:
-                ray.get([a.setup.remote([self._spec_ref], lo, hi) for a, (lo, hi) in zip(actors, self.blocks)],
-                        timeout=PLACEMENT_TIMEOUT_S)
+                ray.get([a.setup.remote([self._spec_ref], lo, hi)
+                         for a, (lo, hi) in zip(actors, self.blocks)], timeout=PLACEMENT_TIMEOUT_S)
             except ray.exceptions.GetTimeoutError:
                 raise DflError(f"Ray could not start {k} actors ({cpus:g} CPU, {gpus:g} GPU each) within "
                                f"{PLACEMENT_TIMEOUT_S:.0f} s; is the cluster busy?") from None
@@ -260,7 +261,7 @@ class RayTrainer(Trainer):
         return (result if isinstance(bank, RayBank) else result.cpu().to(bank.device)), losses
 
     def _train(self, out, terms, active, steps, lr, round_, correction) -> np.ndarray:
-        corr = None if correction is None else type(correction)(correction.lr_scale, correction.direction.cpu())
+        corr = correction and type(correction)(correction.lr_scale, correction.direction.cpu())
         refs = [a.train.remote(out, terms, active, steps, lr, round_, corr) for a in self.actors]
         return np.concatenate(ray.get(refs))
 

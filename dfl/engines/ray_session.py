@@ -1,8 +1,9 @@
 """The Ray session and the actors of engine.backend = "ray": connect, place, reuse, release.
 
 - ``connect``: join engine.ray_address (or $RAY_ADDRESS, as ``ray job submit`` sets it), or
-  start a quiet local Ray (no dashboard, no worker logs on the driver) that stops with the last run that uses it. A Ray the caller already initialized
-  (a test fixture, a notebook) is used as is and left running.
+  start a quiet local Ray (no dashboard, no worker logs on the driver) that stops with the last
+  run that uses it. A Ray the caller already initialized (a test fixture, a notebook) is used as
+  is and left running.
 - ``placement``: how many actors, with how many CPUs / GPUs each.
 - ``acquire`` / ``release``: actor processes take seconds to start (torch import), so a finished
   run's actors go back to an idle pool of the session and the next run in the same process (a
