@@ -6,6 +6,7 @@ client's flattened model (or, for a parameter bank, every leading index of each 
 """
 from __future__ import annotations
 
+import warnings
 from typing import Union
 
 import numpy as np
@@ -37,7 +38,11 @@ def as_operator(W: Operator, device: torch.device | str = "cpu", dtype: torch.dt
         density = float((Wt != 0).sum()) / float(n * n)
         sparse = n >= SPARSE_MIN_N and density <= SPARSE_DENSITY
     Wt = Wt.to(device)
-    return Wt.to_sparse_csr() if sparse else Wt
+    if not sparse:
+        return Wt
+    with warnings.catch_warnings():  # torch calls its CSR support "beta"; matmul is all we use
+        warnings.simplefilter("ignore", UserWarning)
+        return Wt.to_sparse_csr()
 
 
 def _apply(Wt: torch.Tensor, X: torch.Tensor) -> torch.Tensor:

@@ -100,12 +100,15 @@ def run_one(cfg, out: Path, *, quiet: bool = False, title: str = "",
     if resume_state is not None:
         sim.load_state_dict(resume_state)
         writer.rewrite_metrics(sim.history)
-    with Progress(sim.cfg, title or sim.cfg.label(), quiet=quiet, start=sim.round) as bar:
-        def on_round(s, row):
-            writer(s, row)
-            bar.update(s.round, row)
-        sim.run(on_round)
-    return writer.finish(sim)
+    try:
+        with Progress(sim.cfg, title or sim.cfg.label(), quiet=quiet, start=sim.round) as bar:
+            def on_round(s, row):
+                writer(s, row)
+                bar.update(s.round, row)
+            sim.run(on_round)
+        return writer.finish(sim)
+    finally:
+        sim.close()  # actors / a local Ray go away with the run, also on errors and Ctrl-C
 
 
 def print_table(summaries: list[dict[str, Any]]) -> None:
