@@ -290,20 +290,22 @@ def make_node_keys(d: Path, n: int) -> list[Path]:
     return paths
 
 
-def assert_unregistered_node_refused(procs: Processes, tmp: Path, port: int, ca: Path, key: Path) -> None:
-    """A SuperNode whose public key was never registered cannot join (--enable-supernode-auth)."""
+def assert_wrong_key_refused(procs: Processes, tmp: Path, port: int, ca: Path, key: Path) -> None:
+    """A SuperNode presenting a key different from the registered ones cannot join
+    (--enable-supernode-auth): it claims to be client 0, but signs with `key`, not node0_key."""
     home = tmp / "intruder"
     home.mkdir()
     proc = procs.start("intruder", [str(BIN / "flower-supernode"), "--root-certificates", str(ca),
                                     "--auth-supernode-private-key", str(key), "--superlink", f"127.0.0.1:{port}",
                                     "--port", str(free_port()), "--max-retries", "1", "--max-wait-time", "10",
-                                    "--node-config", "partition-id=0"], env_for(home), home)
+                                    "--node-config", "partition-id=0 num-partitions=3"], env_for(home), home)
     assert proc.wait(timeout=120) != 0
+    assert "No SuperNode found with the given public key" in (tmp / "superlink.log").read_text()
     errors = [ln for ln in (tmp / "intruder.log").read_text().splitlines() if "ERROR" in ln or "rror" in ln]
-    print("unregistered SuperNode refused:", errors[-1][:300] if errors else "(exit code only)")
+    print("SuperNode with a wrong key refused:", errors[-1][:300] if errors else "(exit code only)")
 
 
-def test_deployment_tls_and_node_auth_fedavg(tmp_path):
+def test_deployment_tls_node_auth_fedavg_and_wrong_key_rejected(tmp_path):
     certs = tmp_path / "certs"
     certs.mkdir()
     ca, cert, key = make_certificates(certs)
@@ -319,7 +321,8 @@ def test_deployment_tls_and_node_auth_fedavg(tmp_path):
         sets = "rounds=2 algorithm.name=fedavg local.optimizer=sgd"
         flwr_run(tmp_path / "home", sets, tmp_path / "out")
         assert_same(tmp_path / "out", sets)
-        assert_unregistered_node_refused(procs, tmp_path, port, ca, make_node_keys(tmp_path, 1)[0])
+        wrong = make_node_keys(tmp_path, 1)[0]  # a fresh key pair: not the one registered for client 0
+        assert_wrong_key_refused(procs, tmp_path, port, ca, wrong)
     except BaseException:
         print(procs.tail())
         raise

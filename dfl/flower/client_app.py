@@ -11,7 +11,8 @@ Message types it answers:
     query.mix        gossip: one step z_i <- W_ii z_i + sum_j W_ij z_j with the neighbours' z_j;
                      the round's last step also reports the local accuracy on evaluated rounds.
 
-Every reply carries the metric "client-weight" = 1: dfl averages clients with equal weights.
+Every reply carries the metric "client-weight" = 1: dfl averages clients with equal weights; replies
+to train / evaluate also say which client answered ("client_id", for the record of lost nodes).
 The optimizer state (momentum, SAF / MESA trajectories) stays on the node, in context.state.
 """
 from __future__ import annotations
@@ -65,7 +66,7 @@ def train(msg: Message, context: Context) -> Message:
         correction = Correction(lr_scale=float(conf["correction-lr-scale"]), direction=direction)
     new, loss = client.train(row, int(conf["server-round"]) - 1, correction)
     _save(context, client)
-    return _reply(msg, R.to_record(client.layout, new), train_loss=loss)
+    return _reply(msg, R.to_record(client.layout, new), train_loss=loss, client_id=float(client.shard.client_id))
 
 
 @app.evaluate()
@@ -73,7 +74,7 @@ def evaluate(msg: Message, context: Context) -> Message:
     """Accuracy and loss of the received model on this client's held-out split."""
     client = _client(context)
     acc, loss = client.evaluate(R.from_record(client.layout, msg.content[R.ARRAYS]))
-    return _reply(msg, local_acc=acc, local_loss=loss)
+    return _reply(msg, local_acc=acc, local_loss=loss, client_id=float(client.shard.client_id))
 
 
 # ------------------------------------------------------------------ decentralized (gossip)

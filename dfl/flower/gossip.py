@@ -14,15 +14,20 @@ chosen by dfl.rng.participation, as `dfl run`) skip training but still mix and r
 from topologies/ (time-varying graphs included). The server keeps the last model it relayed of
 each node, which gives consensus distance and the mean model's test accuracy; each node reports
 its own model's accuracy on its held-out split in the reply to the round's last mixing step.
+
+Lost nodes (dfl.flower.tolerant: no reply within the timeout, or an error reply) leave the
+graph: from the next exchange on, W_t is topology.mixing on G_t without their edges (as
+dfl.faults does for failed links), so every survivor's row mixes survivors only; the metrics
+(test accuracy of the mean model, consensus) are over the survivors, and each row records
+`lost_nodes` (cumulative) and `active_clients` (nodes whose training reply arrived).
 """
 from __future__ import annotations
 
-import time
 
+import networkx as nx
 import numpy as np
 import torch
 from flwr.app import ConfigRecord, Message, RecordDict
-from flwr.serverapp import Grid
 
 import topologies
 
@@ -34,6 +39,7 @@ from ..rng import participation
 from ..simulation import Simulation
 from . import records as R
 from .output import Recorder
+from .tolerant import TolerantGrid, wait_for_nodes
 
 #: Gossip algorithms the relay supports: mix the trained models, or (D-PSGD) the pre-step ones.
 MIXES = {Gossip.aggregate: False, DPSGD.aggregate: True}
@@ -48,84 +54,100 @@ def mix_before(name: str) -> bool:
     return MIXES[agg]
 
 
-def wait_for_nodes(grid: Grid, n: int, timeout: float) -> list[int]:
-    """Node ids once n SuperNodes are connected (DflError after `timeout` seconds)."""
-    deadline = time.monotonic() + timeout
-    while len(ids := list(grid.get_node_ids())) < n:
-        if time.monotonic() > deadline:
-            raise DflError(f"only {len(ids)} of {n} SuperNodes connected after {timeout:.0f} s; "
-                           "start one SuperNode per client (data.num_clients)")
-        time.sleep(0.5)
-    return ids
-
-
-def exchange(grid: Grid, messages: list[Message], timeout: float, what: str) -> list[Message]:
-    """send_and_receive that fails loudly: a gossip round needs every node's reply."""
-    replies = list(grid.send_and_receive(messages, timeout=timeout))
-    bad = [m for m in replies if m.has_error()]
-    if bad or len(replies) < len(messages):
-        reason = bad[0].error.reason if bad else f"{len(messages) - len(replies)} replies missing (timeout)"
-        raise DflError(f"{what}: a node failed: {reason}")
-    return replies
+def without_nodes(G: nx.Graph, lost: frozenset[int]) -> nx.Graph:
+    """G with every edge of the `lost` nodes removed (all nodes kept: a lost node is isolated)."""
+    if not lost:
+        return G
+    H = nx.Graph()
+    H.add_nodes_from(G.nodes())
+    H.add_edges_from((a, b) for a, b in G.edges() if a not in lost and b not in lost)
+    return H
 
 
 class Relay:
     """The gossip protocol's server side: node ids <-> client ids, and the round loop."""
 
-    def __init__(self, grid: Grid, sim: Simulation, rec: Recorder, timeout: float):
+    def __init__(self, grid: TolerantGrid, sim: Simulation, rec: Recorder, timeout: float):
         self.grid, self.sim, self.rec, self.timeout = grid, sim, rec, timeout
         self.n = sim.cfg.data.num_clients
         self.mix_before = mix_before(sim.cfg.algorithm.name)
-        self._W: dict[int, tuple[np.ndarray, np.ndarray, float]] = {}
+        self._W: dict[tuple[int, frozenset[int]], tuple[np.ndarray, np.ndarray, float]] = {}
 
     def _msg(self, node: int, kind: str, content: RecordDict) -> Message:
         return Message(content=content, dst_node_id=node, message_type=kind)
 
     def setup(self) -> None:
-        """Send every node the initial model; learn which client each node is."""
-        ids = wait_for_nodes(self.grid, self.n, self.timeout)
+        """Send every node the initial model; learn which client each node is.
+
+        Clients whose node is not connected after the timeout, or does not answer, are lost from
+        the start (the run goes on if min-nodes remain).
+        """
+        ids = wait_for_nodes(self.grid, self.n, self.timeout, self.grid.min_nodes)
         init = R.to_record(self.sim.layout, self.sim.bank[0])
-        replies = exchange(self.grid, [self._msg(i, "query.setup", RecordDict({R.ARRAYS: init})) for i in ids],
-                           self.timeout, "setup")
+        replies = self.grid.send_and_receive([self._msg(i, "query.setup", RecordDict({R.ARRAYS: init}))
+                                              for i in ids], timeout=self.timeout)
         self.node = {int(m.content[R.METRICS]["client_id"]): m.metadata.src_node_id for m in replies}
-        if sorted(self.node) != list(range(self.n)):
-            raise DflError(f"SuperNodes report client ids {sorted(self.node)}; expected each of 0..{self.n - 1} "
+        if len(self.node) < len(replies) or not set(self.node) <= set(range(self.n)):
+            got = sorted(int(m.content[R.METRICS]["client_id"]) for m in replies)
+            raise DflError(f"SuperNodes report client ids {got}; expected each of 0..{self.n - 1} "
                            "once (check every node's --node-config partition-id)")
+        self._account_missing(sorted(set(range(self.n)) - set(self.node)))
         self.client = {v: k for k, v in self.node.items()}
         self.models = self.sim.bank.clone()
 
+    def _account_missing(self, missing: list[int]) -> None:
+        """Record clients without a node after setup: nodes that failed the setup (their client id
+        is known only when a single one is missing) or that never connected (node id -1 - client)."""
+        failed = [node for node, loss in self.grid.lost.items() if loss.client < 0]
+        if len(missing) == 1 and len(failed) == 1:
+            self.grid.mark_lost(failed[0], self.grid.lost[failed[0]].reason, client=missing[0])
+        for c in missing[len(failed):]:
+            self.grid.mark_lost(-1 - c, "no SuperNode of this client was connected", client=c)
+
+    @property
+    def alive(self) -> np.ndarray:
+        """(n,) bool: clients whose node is still in the run."""
+        return np.array([c in self.node and self.node[c] not in self.grid.lost for c in range(self.n)])
+
     def mixing(self, t: int) -> tuple[np.ndarray, np.ndarray, float]:
-        """(W_t, degrees, spectral gap) from topologies/, cached for static graphs."""
+        """(W_t, degrees, spectral gap) from topologies/ on G_t minus the lost nodes' edges, cached
+        for static graphs; the gap is that of the survivors' block of W."""
         cfg = self.sim.cfg
-        key = t if topologies.is_time_varying(cfg.topology.name) else 0
+        alive = self.alive
+        lost = frozenset(int(c) for c in np.flatnonzero(~alive))
+        key = (t if topologies.is_time_varying(cfg.topology.name) else 0, lost)
         if key not in self._W:
-            G = self.sim.graphs.graph(t)
+            G = without_nodes(self.sim.graphs.graph(t), lost)
             W = topologies.mixing_matrix(G, rule=cfg.topology.mixing)
             deg = np.array([d for _, d in sorted(G.degree())], dtype=np.float64)
-            self._W = {key: (W, deg, topologies.spectral_gap(W))}
+            keep = np.flatnonzero(alive)
+            self._W = {key: (W, deg, topologies.spectral_gap(W[np.ix_(keep, keep)]) if len(keep) else 0.0)}
         return self._W[key]
 
     def train(self, t: int, active: np.ndarray) -> tuple[torch.Tensor, list[float]]:
         """Active nodes train; returns the vectors z to gossip and the training losses."""
         conf = ConfigRecord({"round": t, "mix-before": self.mix_before})
-        msgs = [self._msg(self.node[i], "train.gossip", RecordDict({R.CONFIG: conf})) for i in np.flatnonzero(active)]
+        msgs = [self._msg(self.node[i], "train.gossip", RecordDict({R.CONFIG: conf}))
+                for i in np.flatnonzero(active & self.alive)]
         z = self.models.clone()
         losses = []
-        for m in exchange(self.grid, msgs, self.timeout, f"round {t + 1} training"):
+        for m in self.grid.send_and_receive(msgs, timeout=self.timeout):
             z[self.client[m.metadata.src_node_id]] = R.from_record(self.sim.layout, m.content[R.ARRAYS])
             losses.append(float(m.content[R.METRICS]["train_loss"]))
         return z, losses
 
-    def gossip(self, t: int, z: torch.Tensor, W: np.ndarray, evaluate: bool) -> tuple[torch.Tensor, list[float]]:
+    def gossip(self, t: int, z: torch.Tensor, evaluate: bool) -> tuple[torch.Tensor, list[float]]:
         """Q relay steps; node i receives z_j of every j with W_ij > 0 and mixes them itself.
 
+        W is looked up before every step: a node lost in step q is out of the graph from step q+1.
         With `evaluate`, the last step's replies carry each node's local accuracy (saves a round trip).
         """
         q_steps = self.sim.cfg.algorithm.gossip_steps
         for q in range(q_steps):
+            W = self.mixing(t)[0]
             recs = [R.to_record(self.sim.layout, z[j]) for j in range(self.n)]
             msgs = []
-            for i in range(self.n):
+            for i in np.flatnonzero(self.alive):
                 nbrs = [j for j in np.flatnonzero(W[i]) if j != i]
                 content = RecordDict({f"nbr-{j}": recs[j] for j in nbrs})
                 content[R.CONFIG] = ConfigRecord({
@@ -134,7 +156,7 @@ class Relay:
                     "evaluate": evaluate})
                 msgs.append(self._msg(self.node[i], "query.mix", content))
             z, accs = z.clone(), []
-            for m in exchange(self.grid, msgs, self.timeout, f"round {t + 1} gossip step {q + 1}"):
+            for m in self.grid.send_and_receive(msgs, timeout=self.timeout):
                 z[self.client[m.metadata.src_node_id]] = R.from_record(self.sim.layout, m.content[R.ARRAYS])
                 accs.append(float(m.content[R.METRICS].get("local_acc", float("nan"))))
         return z, accs
@@ -143,24 +165,26 @@ class Relay:
         sim, cfg = self.sim, self.sim.cfg
         self.setup()
         for t in range(cfg.rounds):
+            self.grid.round = t + 1
             active = participation(cfg.seed, t, self.n, cfg.algorithm.participation)
-            W, deg, gap = self.mixing(t)
             z, losses = self.train(t, active)
             evaluate = self.rec.is_eval_round(t + 1)
-            self.models, accs = self.gossip(t, z, W, evaluate)
-            ctx = RoundContext(round=t, active=torch.as_tensor(active), W=None, degrees=deg,
+            self.models, accs = self.gossip(t, z, evaluate)
+            _, deg, gap = self.mixing(t)
+            alive = self.alive
+            ctx = RoundContext(round=t, active=torch.as_tensor(active & alive), W=None, degrees=deg,
                                gossip_steps=cfg.algorithm.gossip_steps, lr=sim.schedule(t),
                                local_steps=int(sim.steps.max()))
             sim.comm_mb += sim.algo.comm_mb(ctx, sim.model_bytes)
             if evaluate:
                 self.rec.local(accs)
                 q = cfg.algorithm.gossip_steps
-                self.rec.write(t + 1, self.models, {
-                    "train_loss": float(np.nanmean(losses)), "spectral_gap": gap,
-                    "effective_gap": 1.0 - (1.0 - gap) ** q, "comm_mb": sim.comm_mb,
-                    "active_clients": int(active.sum()), "lr": ctx.lr, "live_edges": int(deg.sum()) // 2})
+                self.rec.write(t + 1, self.models[torch.as_tensor(alive)], {
+                    "train_loss": float(np.nanmean(losses)) if losses else float("nan"),
+                    "spectral_gap": gap, "effective_gap": 1.0 - (1.0 - gap) ** q, "comm_mb": sim.comm_mb,
+                    "active_clients": len(losses), "lr": ctx.lr, "live_edges": int(deg.sum()) // 2,
+                    "lost_nodes": len(self.grid.lost)})
 
 
-def run_gossip(grid: Grid, sim: Simulation, rec: Recorder, timeout: float) -> None:
+def run_gossip(grid: TolerantGrid, sim: Simulation, rec: Recorder, timeout: float) -> None:
     Relay(grid, sim, rec, timeout).run()
-

@@ -21,6 +21,7 @@ from .gossip import run_gossip
 from .output import Recorder, finish, open_run
 from .settings import run_config
 from .strategy import run_centralized
+from .tolerant import TolerantGrid, min_nodes
 
 app = ServerApp()
 
@@ -32,13 +33,15 @@ def main(grid: Grid, context: Context) -> None:
     if cfg.engine.threads:
         torch.set_num_threads(cfg.engine.threads)
     sim = Simulation(cfg.replace(**{"engine.backend": "serial"}))
+    tolerant = TolerantGrid(grid, min_nodes(context.run_config, cfg.data.num_clients))
     writer = open_run(cfg, dict(context.run_config))
     rec = Recorder(sim, writer)
     timeout = float(context.run_config.get("timeout", 600))
     if sim.algo.centralized:
-        run_centralized(grid, sim, rec, timeout)
+        run_centralized(tolerant, sim, rec, timeout)
         kind = "FedAvgM" if cfg.algorithm.server_lr != 1.0 else "FedAvg"
     else:
-        run_gossip(grid, sim, rec, timeout)
+        run_gossip(tolerant, sim, rec, timeout)
         kind = "gossip relay"
-    finish(sim, writer, {"flower_server": kind, "nodes": cfg.data.num_clients})
+    finish(sim, writer, {"flower_server": kind, "nodes": cfg.data.num_clients, "num_clients": cfg.data.num_clients,
+                         "min_nodes": tolerant.min_nodes, "lost_nodes": tolerant.summary()})

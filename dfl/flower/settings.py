@@ -7,7 +7,9 @@ The Flower run config (``[tool.flwr.app.config]`` in pyproject.toml, overridden 
     set        space-separated dotted overrides, as `dfl run --set` (e.g. "rounds=3 local.lr=0.05")
     out        run directory the ServerApp writes (metrics.jsonl, summary.json, ...)
     overwrite  replace an existing, non-empty run directory
-    timeout    seconds the ServerApp waits for the nodes' replies in one round
+    timeout    seconds the ServerApp waits for the nodes' replies in one exchange
+    min-nodes  fewest nodes the run goes on with when nodes are lost (0: a majority;
+               dfl.flower.tolerant)
 
 Both the ServerApp and the ClientApp build the same Config from these keys with
 dfl.config.load_config (via dfl.sweep.load, to reject list-valued sweep configs clearly).

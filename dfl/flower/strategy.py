@@ -14,6 +14,12 @@ Delta = -(x^t - x^{t-1}) / (K lr)) and attaches it to the train messages (ArrayR
 Metrics: the train-metrics hook of the strategy also measures the client drift (consensus
 distance of the returned local models) and the evaluate hook the mean / std of local accuracy;
 the strategy's evaluate_fn writes the row (global test accuracy of the aggregated model).
+
+Lost nodes (dfl.flower.tolerant): the strategy runs on a TolerantGrid, so a node whose reply is
+missing or an error is left out of the average (FedAvg over the replies that came) and is not
+sampled again; before sampling, the strategy's minimum node counts are lowered to the nodes still
+there (Flower's sampler would otherwise wait for the lost ones forever). Each row records
+`active_clients` (train replies aggregated) and `lost_nodes` (cumulative).
 """
 from __future__ import annotations
 
@@ -30,6 +36,7 @@ from ..metrics import consensus_distance
 from ..simulation import Simulation
 from . import records as R
 from .output import Recorder
+from .tolerant import TolerantGrid, wait_for_nodes
 
 
 class AlgorithmHooks:
@@ -43,8 +50,25 @@ class AlgorithmHooks:
         return RoundContext(round=t, active=torch.ones(n, dtype=torch.bool), W=None, degrees=np.zeros(n),
                             gossip_steps=1, lr=sim.schedule(t), local_steps=int(sim.steps.max()))
 
+    def _fit_to(self, grid: Grid) -> None:
+        """Lower the sampler's minimum node counts to the nodes still in the run."""
+        there = len(list(grid.get_node_ids()))
+        if isinstance(grid, TolerantGrid):
+            grid.check(there)
+        self.min_available_nodes = min(self.n_nodes, there)  # type: ignore[attr-defined]
+        self.min_train_nodes = min(self.n_train, there)  # type: ignore[attr-defined]
+        self.min_evaluate_nodes = min(self.n_nodes, there)  # type: ignore[attr-defined]
+
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                           grid: Grid) -> Iterable[Message]:
+        self._fit_to(grid)
+        return super().configure_evaluate(server_round, arrays, config, grid)  # type: ignore[misc]
+
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
+        if isinstance(grid, TolerantGrid):
+            grid.round = server_round
+        self._fit_to(grid)
         messages = list(super().configure_train(server_round, arrays, config, grid))  # type: ignore[misc]
         row = R.from_record(self.sim.layout, arrays).to(self.sim.device)
         prev = getattr(self, "_prev_row", None)
@@ -74,7 +98,7 @@ def make_strategy(sim: Simulation, rec: Recorder) -> Any:
                    arrayrecord_key=R.ARRAYS, configrecord_key=R.CONFIG,
                    train_metrics_aggr_fn=lambda c, k: _train_metrics(rec, c),
                    evaluate_metrics_aggr_fn=lambda c, k: _evaluate_metrics(rec, c), **extra)
-    strategy.sim = sim
+    strategy.sim, strategy.n_nodes, strategy.n_train = sim, n, max(1, int(round(cfg.algorithm.participation * n)))
     return strategy
 
 
@@ -94,9 +118,10 @@ def _evaluate_metrics(rec: Recorder, contents: list[RecordDict]) -> MetricRecord
     return MetricRecord({k: rec.round_extra[k] for k in ("local_test_acc", "local_test_acc_std")})
 
 
-def run_centralized(grid: Grid, sim: Simulation, rec: Recorder, timeout: float) -> None:
+def run_centralized(grid: TolerantGrid, sim: Simulation, rec: Recorder, timeout: float) -> None:
     """Run cfg.rounds rounds of the strategy; the evaluate_fn writes every evaluated round."""
     strategy = make_strategy(sim, rec)
+    wait_for_nodes(grid, sim.cfg.data.num_clients, timeout, grid.min_nodes)
 
     def evaluate_fn(server_round: int, arrays: ArrayRecord) -> Optional[MetricRecord]:
         if server_round == 0:
@@ -110,7 +135,8 @@ def run_centralized(grid: Grid, sim: Simulation, rec: Recorder, timeout: float) 
             rec.round_extra = {}
             return None
         row = R.from_record(sim.layout, arrays)
-        extra = {"spectral_gap": 1.0, "effective_gap": 1.0, "comm_mb": sim.comm_mb, "lr": ctx.lr}
+        extra = {"spectral_gap": 1.0, "effective_gap": 1.0, "comm_mb": sim.comm_mb, "lr": ctx.lr,
+                 "lost_nodes": len(grid.lost)}
         out = rec.write(server_round, row.expand(sim.cfg.data.num_clients, -1), extra)
         return MetricRecord({k: float(v) for k, v in out.items() if isinstance(v, (int, float))})
 

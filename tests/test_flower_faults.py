@@ -1,0 +1,197 @@
+"""Real node failures on Flower (dfl.flower.tolerant): a SuperNode that stops answering is lost,
+the run goes on with the others while at least `min-nodes` remain, and the loss is recorded.
+
+Fast: the in-memory Grid of test_flower.py with a node that falls silent (no reply: the exchange
+times out) or answers with an error (what the SuperLink sends for a node that missed its
+heartbeats). Slow: a real deployment (flower-superlink + 3 flower-supernode on 127.0.0.1, the
+helpers of test_flower_runtime.py) whose SuperNode 2 is SIGKILLed after round 1.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+flwr = pytest.importorskip("flwr")
+from flwr.app import Context, Error, Message, RecordDict  # noqa: E402
+
+import topologies  # noqa: E402
+from dfl.errors import ConfigError, DflError  # noqa: E402
+from dfl.flower import server_app  # noqa: E402
+from dfl.flower.tolerant import TolerantGrid, min_nodes  # noqa: E402
+from tests.test_flower import MemoryGrid, reference, run_config, task_identity  # noqa: E402,F401
+
+
+class FailingGrid(MemoryGrid):
+    """MemoryGrid whose client `dead` stops answering from round `from_round` (1-based) on, at the
+    first message of type `at` (any type if None): "silent" sends nothing back, "error" an error reply."""
+
+    def __init__(self, rc: dict, n: int, dead: int, from_round: int, mode: str = "silent", at: str | None = None):
+        super().__init__(rc, n)
+        self.dead, self.from_round, self.mode, self.at = self.ids[dead], from_round, mode, at
+        self.down = False
+
+    def _round(self, m: Message) -> int:
+        conf = dict(m.content.config_records.get("config", {}))
+        return int(conf["server-round"]) if "server-round" in conf else int(conf.get("round", -1)) + 1
+
+    def send_and_receive(self, messages, *, timeout=None):
+        replies = []
+        for m in messages:
+            m.metadata.__dict__["_message_id"] = uuid.uuid4().hex  # as a real Grid's push does
+            node = m.metadata.dst_node_id
+            if node == self.dead and not self.down and self._round(m) >= self.from_round \
+                    and self.at in (None, m.metadata.message_type):
+                self.down = True
+            if node == self.dead and self.down:
+                self.sent.append(f"lost {m.metadata.message_type}")
+                if self.mode == "error":
+                    replies.append(Message(Error(code=5, reason="Node Unavailable (test)"), reply_to=m))
+                continue
+            replies += super().send_and_receive([m], timeout=timeout)
+        return replies
+
+
+def run_failing(tmp_path: Path, sets: str, n: int, rc_extra: dict | None = None, **fail) -> tuple[list, dict]:
+    rc = {**run_config(sets, tmp_path / "run"), "timeout": 5, **(rc_extra or {})}
+    grid = FailingGrid(rc, n, **fail)
+    server_app.main(grid, Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=rc))
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    return rows, json.loads((tmp_path / "run" / "manifest.json").read_text())
+
+
+def test_gossip_goes_on_without_a_silent_node(tmp_path):
+    sets = "rounds=3 data.num_clients=6 topology.name=ring"
+    rows, manifest = run_failing(tmp_path, sets, 6, dead=2, from_round=2)
+    assert [r["lost_nodes"] for r in rows] == [0, 1, 1]
+    assert [r["active_clients"] for r in rows] == [6, 5, 5]
+    ref = reference(sets)
+    assert rows[0]["test_acc"] == pytest.approx(ref[0]["test_acc"], abs=1e-6)  # before the loss: dfl run
+    G = topologies.build("ring", 6, 0)
+    G.remove_edges_from(list(G.edges(2)))  # the survivors form a path 3-4-5-0-1
+    W = topologies.mixing_matrix(G, "metropolis")
+    keep = [0, 1, 3, 4, 5]
+    assert rows[1]["spectral_gap"] == pytest.approx(topologies.spectral_gap(W[np.ix_(keep, keep)]))
+    assert rows[1]["live_edges"] == 4 and np.isfinite(rows[2]["test_acc"])
+    assert manifest["num_clients"] == 6 and manifest["min_nodes"] == 3
+    (loss,) = manifest["lost_nodes"]
+    assert (loss["client"], loss["round"]) == (2, 2) and "no reply within 5 s" in loss["reason"]
+
+
+def test_gossip_node_lost_mid_gossip_with_an_error_reply(tmp_path):
+    sets = "rounds=2 data.num_clients=5 algorithm.gossip_steps=3 topology.name=complete"
+    rows, manifest = run_failing(tmp_path, sets, 5, dead=4, from_round=1, mode="error", at="query.mix")
+    assert [r["lost_nodes"] for r in rows] == [1, 1] and [r["active_clients"] for r in rows] == [5, 4]
+    (loss,) = manifest["lost_nodes"]
+    assert (loss["client"], loss["round"]) == (4, 1) and "Node Unavailable" in loss["reason"]
+
+
+def test_fedavg_averages_the_replies_that_came(tmp_path):
+    sets = "rounds=3 data.num_clients=4 algorithm.name=fedavg local.optimizer=sgd"
+    rows, manifest = run_failing(tmp_path, sets, 4, dead=1, from_round=2, mode="error")
+    assert [r["active_clients"] for r in rows] == [4, 3, 3]
+    assert [r["lost_nodes"] for r in rows] == [0, 1, 1]
+    assert rows[0]["test_acc"] == pytest.approx(reference(sets)[0]["test_acc"], abs=1e-6)
+    assert manifest["lost_nodes"][0]["client"] == 1 and manifest["flower_server"] == "FedAvg"
+
+
+def test_fedavg_node_lost_at_evaluation(tmp_path):
+    sets = "rounds=2 data.num_clients=3 algorithm.name=fedavg local.optimizer=sgd"
+    rows, manifest = run_failing(tmp_path, sets, 3, dead=0, from_round=1, at="evaluate")
+    assert [r["active_clients"] for r in rows] == [3, 2] and [r["lost_nodes"] for r in rows] == [1, 1]
+
+
+@pytest.mark.parametrize("sets", ["rounds=3 data.num_clients=4",
+                                  "rounds=3 data.num_clients=4 algorithm.name=fedavg local.optimizer=sgd"])
+def test_run_stops_below_min_nodes(tmp_path, sets):
+    with pytest.raises(DflError, match=r"only 3 SuperNodes left, fewer than min-nodes=4: 1 lost; last lost: "
+                                       r"client 3 in round 2") as info:
+        run_failing(tmp_path, sets, 4, {"min-nodes": 4}, dead=3, from_round=2)
+    assert "\n" not in str(info.value)
+    assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 1  # round 1 kept
+
+
+def test_a_client_missing_at_setup_is_lost_from_the_start(tmp_path):
+    rows, manifest = run_failing(tmp_path, "rounds=1 data.num_clients=4", 4, dead=0, from_round=0)
+    assert rows[0]["lost_nodes"] == 1 and rows[0]["active_clients"] == 3
+    assert manifest["lost_nodes"][0]["client"] == 0 and manifest["lost_nodes"][0]["round"] == 0
+
+
+@pytest.mark.parametrize("raw, n, want", [({}, 6, 3), ({}, 5, 3), ({"min-nodes": 2}, 5, 2),
+                                          ({"min-nodes": 5.0}, 5, 5), ({"min-nodes": 0}, 1, 1)])
+def test_min_nodes_default_is_a_majority(raw, n, want):
+    assert min_nodes(raw, n) == want
+
+
+@pytest.mark.parametrize("value", [1.5, -1, 7, "two", True])
+def test_min_nodes_errors_are_one_line(value):
+    with pytest.raises(ConfigError, match="min-nodes") as info:
+        min_nodes({"min-nodes": value}, 6)
+    assert "\n" not in str(info.value)
+
+
+def test_tolerant_grid_drops_messages_to_lost_nodes():
+    class Echo:
+        def get_node_ids(self):
+            return [1, 2, 3]
+
+        def send_and_receive(self, messages, *, timeout=None):
+            return [Message(RecordDict(), reply_to=m) for m in messages if m.metadata.dst_node_id != 2]
+
+    grid = TolerantGrid(Echo(), min_nodes=1)
+    msgs = lambda: [Message(RecordDict(), dst_node_id=i, message_type="query") for i in (1, 2, 3)]  # noqa: E731
+    assert len(grid.send_and_receive(msgs(), timeout=1)) == 2 and set(grid.lost) == {2}
+    assert grid.get_node_ids() == [1, 3] and len(grid.send_and_receive(msgs(), timeout=1)) == 2
+
+
+# ------------------------------------------------------------------ a real deployment
+@pytest.mark.slow
+def test_deployment_supernode_killed_mid_run(tmp_path):
+    """3 SuperNodes, DFedSAM on K3, 2 rounds; SuperNode 2 is SIGKILLed once round 1's row is
+    written. Round 2 waits `timeout` for it, goes on with nodes 0 and 1, and records the loss."""
+    from tests.test_flower_runtime import Processes, flwr_run, free_port, start_federation, write_flwr_config
+
+    port = free_port()
+    write_flwr_config(tmp_path / "home", port)
+    procs = Processes(tmp_path)
+    out, t0 = tmp_path / "out", time.monotonic()
+    try:
+        start_federation(procs, tmp_path, port, ["--insecure"], ["--insecure"])
+        victim = procs.procs[-1]  # start_federation starts the SuperLink, then SuperNodes 0, 1, 2
+        done: list[BaseException | None] = []
+        runner = threading.Thread(target=lambda: done.append(_catch(flwr_run, tmp_path / "home", "rounds=2", out,
+                                                                    ["--run-config", "timeout=25"])))
+        runner.start()
+        metrics = out / "metrics.jsonl"
+        while not (metrics.exists() and metrics.read_text().strip()):
+            assert runner.is_alive() and time.monotonic() - t0 < 300, "round 1 never finished"
+            time.sleep(0.2)
+        os.killpg(victim.pid, signal.SIGKILL)
+        runner.join(timeout=300)
+        assert done and done[0] is None, done
+        rows = [json.loads(x) for x in metrics.read_text().splitlines()]
+        assert [(r["round"], r["lost_nodes"], r["active_clients"]) for r in rows] == [(1, 0, 3), (2, 1, 2)]
+        assert rows[1]["live_edges"] == 1 and np.isfinite(rows[1]["test_acc"])
+        (loss,) = json.loads((out / "manifest.json").read_text())["lost_nodes"]
+        assert loss["client"] == 2 and loss["round"] == 2
+    except BaseException:
+        print(procs.tail())
+        raise
+    finally:
+        procs.stop()
+    print(f"deployment with a SuperNode killed took {time.monotonic() - t0:.0f} s")
+
+
+def _catch(fn, *args) -> BaseException | None:
+    try:
+        fn(*args)
+    except BaseException as e:  # reported by the test thread
+        return e
+    return None
