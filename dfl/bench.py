@@ -81,8 +81,8 @@ def pooled_time(cfg: Config, repeat: int) -> float:
     n, b, k = cfg.data.num_clients, cfg.local.batch_size, cfg.local.local_steps
     gen = torch.Generator().manual_seed(0)
     idx = torch.randint(0, len(fed.y_train), (k, n * b), generator=gen)
-    opt = (optim.SAM(model.parameters(), lr=0.05) if cfg.local.optimizer == "sam"
-           else optim.SGD(model.parameters(), lr=0.05))
+    hp = {"lr": cfg.local.lr, "momentum": cfg.local.momentum, "weight_decay": cfg.local.weight_decay}
+    opt = (optim.SAM(model.parameters(), **hp) if cfg.local.optimizer == "sam" else optim.SGD(model.parameters(), **hp))
 
     def one_round() -> None:
         for s in range(k):

@@ -105,7 +105,7 @@ class VectorizedTrainer(Trainer):
     def _train_chunk(self, bank, clients, active, steps, kmax, lr, step_lr, round_, correction):
         sl = slice(int(clients[0]), int(clients[-1]) + 1)
         dev = self.device
-        params = {k: v.clone() for k, v in self.layout.unflatten(bank[sl]).items()}
+        params = self.layout.unflatten(bank[sl])  # views: the functional steps never write into them
         state = tree_map(lambda t: t[sl], self.state)
         state = self._begin(params, state)
         local, glob = self.data.batches(clients, round_, kmax)
@@ -131,7 +131,7 @@ class VectorizedTrainer(Trainer):
                 params = _where(mask, new_p, params)
                 state = _where(mask, new_s, state)
                 loss_sum += torch.where(mask, loss.double(), torch.zeros_like(loss_sum))
-        bank[sl] = self.layout.flatten(params)
+        self.layout.write(bank[sl], params)
         tree_map(lambda full, part: full[sl].copy_(part), self.state, state)
         out = (loss_sum / todo.clamp(min=1)).cpu().numpy()
         out[~active[clients]] = np.nan
