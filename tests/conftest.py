@@ -23,5 +23,14 @@ def small_config(**changes) -> Config:
 
 
 @pytest.fixture
+def float64():
+    """Run a test with float64 as torch's default dtype (hand-derived values, tight tolerances)."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
+
+
+@pytest.fixture
 def small():
     return small_config

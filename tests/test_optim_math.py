@@ -16,12 +16,7 @@ W0 = np.array([1.0, -2.0])
 LR = 0.1
 
 
-@pytest.fixture(autouse=True)
-def _float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 class QuadObjective(Objective):
