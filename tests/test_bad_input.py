@@ -11,21 +11,9 @@ import os
 import pytest
 
 from dfl.cli import main
+from tests.conftest import small_toml
 
-SMALL = """
-seed = 0
-rounds = 2
-[data]
-num_clients = 6
-[model]
-name = "mlp"
-hidden = 16
-[local]
-local_steps = 1
-batch_size = 16
-[algorithm]
-name = "dfedavg"
-"""
+SMALL = small_toml(**{"model.hidden": 16, "local.local_steps": 1})
 
 # (id, --set overrides, text expected on the one stderr line)
 CONFIG_CASES = [

@@ -8,23 +8,11 @@ from dfl import results
 from dfl.cli import main
 from dfl.config import load_config
 from dfl.simulation import Simulation
+from tests.conftest import small_toml
 
 EXPERIMENTS = sorted(Path(__file__).resolve().parent.parent.joinpath("experiments").glob("*.toml"))
 
-SMALL = """
-seed = 0
-rounds = 3
-[data]
-num_clients = 6
-[model]
-name = "mlp"
-hidden = 32
-[local]
-local_steps = 2
-batch_size = 16
-[algorithm]
-name = "dfedsam"
-"""
+SMALL = small_toml(rounds=3, **{"algorithm.name": "dfedsam", "local.local_steps": 2})
 
 
 @pytest.fixture

@@ -12,24 +12,9 @@ from dfl.engines.vectorized import VectorizedTrainer
 from dfl.errors import DivergedError
 from dfl.faults import diverged, neighbour_mean
 from dfl.simulation import Simulation
-from tests.conftest import small_config
+from tests.conftest import small_config, small_toml
 
-SMALL = """
-seed = 0
-rounds = 4
-[data]
-num_clients = 6
-[model]
-name = "mlp"
-hidden = 32
-[local]
-local_steps = 2
-batch_size = 16
-[algorithm]
-name = "dfedavg"
-[metrics]
-checkpoint_every = 1
-"""
+SMALL = small_toml(rounds=4, **{"local.local_steps": 2, "metrics.checkpoint_every": 1})
 
 
 def poisoned(orig, client, round_, what="row"):

@@ -13,31 +13,12 @@ import torch
 
 from dfl import results
 from dfl.cli import main
+from tests.conftest import small_toml
 
 ROOT = Path(__file__).resolve().parent.parent
 
-CONFIG = """
-seed = 0
-rounds = 12
-[data]
-num_clients = 6
-[model]
-name = "mlp"
-hidden = 32
-[local]
-local_steps = 5
-batch_size = 16
-[algorithm]
-name = "dfedavg"
-[faults]
-dropout = 0.2
-link_failure = 0.2
-straggler = 0.3
-[engine]
-threads = 1
-[metrics]
-checkpoint_every = 1
-"""
+CONFIG = small_toml(rounds=12, **{"local.local_steps": 5, "faults.dropout": 0.2, "faults.link_failure": 0.2,
+                                   "faults.straggler": 0.3, "engine.threads": 1, "metrics.checkpoint_every": 1})
 COMPARE = ("round", "test_acc", "test_loss", "consensus", "train_loss", "local_test_acc", "active_clients",
            "live_edges", "spectral_gap", "stragglers", "comm_mb")
 
