@@ -23,12 +23,14 @@ lost most of its federation (more likely a systematic fault than bad luck) stops
 """
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 from flwr.app import Message
+from flwr.common.logger import log
 
 from ..errors import ConfigError, DflError
 
@@ -124,7 +126,10 @@ class TolerantGrid:
         """Record `node` as lost; DflError when fewer than min_nodes remain."""
         client = self.clients.get(node, -1) if client is None else client
         self.lost[node] = Loss(node, client, self.round, " ".join(reason.split()))
-        self.check(self.alive_count())
+        alive = self.alive_count()
+        log(logging.WARNING, "dfl: lost SuperNode %s (client %s) in round %s: %s; %s left",
+            node, client, self.round, self.lost[node].reason[:200], alive)
+        self.check(alive)
 
     def alive_count(self) -> int:
         """Nodes known to the run (ever answered or now connected) that are not lost."""
