@@ -41,8 +41,11 @@ def _dfl_run(cfg_text: str, tmp: Path, name: str) -> dict[str, Any]:
     if proc.returncode != 0:
         return {"error": (proc.stderr.strip().splitlines() or ["?"])[-1]}
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    per_round = rows[-1]["wall_s"] / len(rows)
-    return {"end_to_end_s": total, "per_round_s": per_round, "final_acc": rows[-1]["test_acc"]}
+    # steady state, as for Flower: the mean round after the first (which holds the warm-up)
+    walls = [r["wall_s"] for r in rows]
+    per_round = (walls[-1] - walls[0]) / (len(walls) - 1) if len(walls) > 1 else walls[0]
+    return {"end_to_end_s": total, "per_round_s": per_round, "first_round_s": walls[0],
+            "final_acc": rows[-1]["test_acc"]}
 
 
 def row_e(sizes: Any) -> list[dict[str, Any]]:
