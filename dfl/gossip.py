@@ -17,6 +17,8 @@ Operator = Union[torch.Tensor, np.ndarray]
 #: Use sparse CSR when at most this fraction of W's entries is non-zero (and n is not tiny).
 SPARSE_DENSITY = 0.1
 SPARSE_MIN_N = 64
+#: Above this many clients W is built sparse from the start (a dense 1e5 x 1e5 W is 80 GB).
+DENSE_MAX_N = 4096
 
 
 def as_operator(W: Operator, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
@@ -28,8 +30,15 @@ def as_operator(W: Operator, device: torch.device | str = "cpu", dtype: torch.dt
         sparse: force dense (False) or CSR (True); None picks CSR when density <= SPARSE_DENSITY
             and n >= SPARSE_MIN_N.
     """
-    if hasattr(W, "tocsr"):  # scipy.sparse
-        W = W.toarray()
+    if hasattr(W, "tocsr"):  # scipy.sparse: stays sparse unless dense is asked for (n can be 1e5)
+        csr = W.tocsr()
+        if sparse is False:
+            return torch.as_tensor(csr.toarray(), dtype=dtype, device=device)
+        with warnings.catch_warnings():  # torch calls its CSR support "beta"; matmul is all we use
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.sparse_csr_tensor(
+                torch.as_tensor(csr.indptr, dtype=torch.int64), torch.as_tensor(csr.indices, dtype=torch.int64),
+                torch.as_tensor(csr.data, dtype=dtype), size=csr.shape).to(device)
     Wt = torch.as_tensor(np.asarray(W) if not isinstance(W, torch.Tensor) else W, dtype=dtype)
     n = Wt.shape[0]
     if Wt.is_sparse or Wt.layout == torch.sparse_csr:

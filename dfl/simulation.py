@@ -22,10 +22,15 @@ from .bank import Layout
 from .config import Config
 from .engines import ENGINES, ClientData, pad_indices
 from .errors import ConfigError
-from .gossip import as_operator
+from .gossip import DENSE_MAX_N, as_operator
 from .metrics import consensus_distance, evaluate, evaluate_clients, sharpness
 
 OnRound = Callable[["Simulation", dict[str, Any]], None]
+
+#: Local models are tested on at most this many global test samples when there is no held-out split.
+LOCAL_EVAL_MAX = 512
+#: Inputs gathered per chunk of the batched local evaluation (floats; 2^26 = 256 MB).
+EVAL_FLOATS = 2 ** 26
 
 
 def resolve_device(name: str) -> torch.device:
@@ -131,7 +136,8 @@ class Simulation:
         key = round_ if varying else 0
         if key not in self._W_cache:
             G = self.faults.surviving(self.graphs.graph(round_), round_)
-            W = topologies.mixing_matrix(G, rule=self.cfg.topology.mixing)
+            build = topologies.mixing_matrix if G.number_of_nodes() <= DENSE_MAX_N else topologies.mixing_matrix_sparse
+            W = build(G, rule=self.cfg.topology.mixing)
             deg = np.array([d for _, d in sorted(G.degree())], dtype=np.float64)
             self._W_cache = {key: (as_operator(W, self.device), deg, topologies.spectral_gap(W), G)}
         W, deg, gap, self.round_graph = self._W_cache[key]
@@ -145,11 +151,14 @@ class Simulation:
         if sum(len(t) for t in fed.client_test) > 0:
             self.local_x, self.local_y = fed.x_train.to(self.device), fed.y_train.to(self.device)
             self.local_idx, self.local_mask = pad_indices(fed.client_test, self.device)
-        else:  # no held-out split: every local model on the global test set
+        else:  # no held-out split: every local model on the same (seeded) sample of the test set
             m = len(fed.y_test)
+            gen = torch.Generator().manual_seed(self.cfg.seed)
+            pick = torch.randperm(m, generator=gen)[:LOCAL_EVAL_MAX].sort().values.to(self.device)
             self.local_x, self.local_y = self.x_test, self.y_test
-            self.local_idx = torch.arange(m, device=self.device).expand(fed.num_clients, -1)
-            self.local_mask = torch.ones(fed.num_clients, m, dtype=torch.bool, device=self.device)
+            n = fed.num_clients  # shared rows: expand, so 1e5 clients cost no (n, m) tables
+            self.local_idx = pick.expand(n, -1)
+            self.local_mask = torch.ones(1, len(pick), dtype=torch.bool, device=self.device).expand(n, -1)
 
     def evaluate(self, extra: dict[str, Any]) -> dict[str, Any]:
         """Metrics of the current bank (DESIGN.md's keys)."""
@@ -161,7 +170,8 @@ class Simulation:
         if self.pooled:
             local = np.array([acc])
         elif isinstance(self.bank, torch.Tensor):
-            chunk = max(1, min(len(self.bank), getattr(self.trainer, "chunk_size", 0) or 64))
+            chunk = max(1, min(len(self.bank), getattr(self.trainer, "chunk_size", 0) or 64,
+                               EVAL_FLOATS // max(1, self.local_idx.shape[1] * self.local_x[0].numel())))
             local = evaluate_clients(self.model, self.layout, self.bank, self.local_x, self.local_y,
                                      self.local_idx, self.local_mask, chunk)
         row = {"round": self.round, "test_acc": acc, "test_loss": loss,

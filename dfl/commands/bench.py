@@ -18,6 +18,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def _fmt(v: Any) -> str:
+    if isinstance(v, list):
+        v = " ".join(map(str, v))
+    if isinstance(v, str) and len(v) > 60:
+        return v[:57] + "..."
     if isinstance(v, float):
         return f"{v:.3g}" if abs(v) < 1000 else f"{v:,.0f}"
     return str(v)
