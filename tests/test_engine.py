@@ -106,3 +106,12 @@ def test_inactive_clients_keep_their_model_before_gossip():
 def test_time_varying_topology_runs():
     h = run(small_config(**{"topology.name": "one_peer_exponential", "data.num_clients": 8}))
     assert np.isfinite(h[-1]["consensus"])
+
+
+def test_large_federations_use_a_sparse_w_with_the_same_metrics(monkeypatch):
+    import dfl.simulation as simulation
+    dense = run(small_config(**{"algorithm.name": "dfedsam", "data.holdout_fraction": 0.0}))
+    monkeypatch.setattr(simulation, "DENSE_MAX_N", 4)  # pretend 6 clients is a huge federation
+    sim = Simulation(small_config(**{"algorithm.name": "dfedsam", "data.holdout_fraction": 0.0}))
+    assert sim.mixing(0)[0].layout == torch.sparse_csr
+    assert_same(dense, sim.run(), tol=1e-6)

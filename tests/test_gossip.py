@@ -58,3 +58,13 @@ def test_complete_graph_averages_in_one_step():
     W = topologies.mixing_matrix(topologies.build("complete", n))
     X = torch.randn(n, 4, dtype=torch.float64)
     assert torch.allclose(mix(X, W), X.mean(0).expand(n, -1), atol=1e-12)
+
+
+def test_scipy_sparse_w_stays_sparse_and_agrees():
+    n = 300
+    G = topologies.build("ring", n)
+    dense = as_operator(topologies.mixing_matrix(G))
+    sparse = as_operator(topologies.mixing_matrix_sparse(G))
+    assert sparse.layout == torch.sparse_csr
+    X = torch.randn(n, 11)
+    assert torch.allclose(mix(X, dense, 2), mix(X, sparse, 2), atol=1e-6)
