@@ -74,10 +74,11 @@ def round_time(cfg: Config, repeat: int) -> float:
 
 def pooled_time(cfg: Config, repeat: int) -> float:
     """K steps of one model on n x B samples at once with the same optimizer (the compute limit)."""
-    from . import data, models, optim
+    from . import data, optim
+    from .simulation import build_model
 
     fed = data.load_federated(cfg.data, cfg.seed)
-    model = models.build(cfg.model.name, fed.input_shape, fed.num_classes)
+    model = build_model(cfg, fed.input_shape, fed.num_classes)
     n, b, k = cfg.data.num_clients, cfg.local.batch_size, cfg.local.local_steps
     gen = torch.Generator().manual_seed(0)
     idx = torch.randint(0, len(fed.y_train), (k, n * b), generator=gen)

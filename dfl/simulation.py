@@ -70,6 +70,23 @@ def resolve(cfg: Config) -> Config:
     return cfg
 
 
+def build_model(cfg: Config, input_shape: tuple[int, ...], num_classes: int) -> torch.nn.Module:
+    """The run's initial model, the same for every client: seeded by cfg.seed on a forked RNG."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        return models.build(cfg.model.name, input_shape, num_classes, hidden=cfg.model.hidden)
+
+
+def client_steps(cfg: Config, algo: Any, sizes: np.ndarray, batch: int) -> np.ndarray:
+    """Local steps of each client per round: local_steps, or ceil(local_epochs * shard / batch),
+    capped by the algorithm (D-PSGD takes one)."""
+    if cfg.local.local_epochs is not None:
+        steps = np.ceil(cfg.local.local_epochs * np.asarray(sizes) / batch).astype(np.int64)
+    else:
+        steps = np.full(len(sizes), cfg.local.local_steps, dtype=np.int64)
+    return np.maximum(1, np.minimum(steps, algo.local_steps(int(steps.max()))))
+
+
 class Simulation:
     """Everything one run needs, built from a validated Config."""
 
@@ -85,11 +102,7 @@ class Simulation:
         n = len(train_fed.client_train)
         batch = cfg.local.batch_size * (self.fed.num_clients if self.pooled else 1)
 
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(cfg.seed)
-            self.model = models.build(cfg.model.name, self.fed.input_shape, self.fed.num_classes,
-                                      **({"hidden": cfg.model.hidden} if cfg.model.name == "mlp" else {}))
-        self.model.to(self.device)
+        self.model = build_model(cfg, self.fed.input_shape, self.fed.num_classes).to(self.device)
         self.layout = Layout.of(dict(self.model.named_parameters()))
         self.algo = algo_cls(cfg, n, self.layout.size)
         self.model_bytes = self.layout.size * 4
@@ -102,12 +115,7 @@ class Simulation:
             self.mixing(0)  # a bad mixing rule is a user error now, not in round 1
 
         self.client_data = ClientData(train_fed, self.device, cfg.seed, batch)
-        sizes = self.client_data.sizes
-        if cfg.local.local_epochs is not None:
-            steps = np.ceil(cfg.local.local_epochs * sizes / batch).astype(np.int64)
-        else:
-            steps = np.full(n, cfg.local.local_steps, dtype=np.int64)
-        self.steps = np.maximum(1, np.minimum(steps, self.algo.local_steps(int(steps.max()))))
+        self.steps = client_steps(cfg, self.algo, self.client_data.sizes, batch)
 
         hp = optimizer_hparams(cfg, self.algo.optimizer_overrides())
         trainer_cls = ENGINES[cfg.engine.backend]

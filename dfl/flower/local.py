@@ -30,7 +30,7 @@ from ..engines import ClientData
 from ..engines.serial import SerialTrainer
 from ..errors import DataError
 from ..metrics import evaluate
-from ..simulation import optimizer_hparams
+from ..simulation import build_model, client_steps, optimizer_hparams
 from .settings import Node
 
 
@@ -98,28 +98,6 @@ class OneClientData(ClientData):
         return local_t, self.shards[torch.zeros_like(local_t[:, :1, :1]), local_t]
 
 
-def build_model(cfg: Config, input_shape: tuple[int, ...], num_classes: int) -> torch.nn.Module:
-    """The run's model, initialised exactly as dfl.simulation.Simulation does (seeded, forked RNG)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        return models.build(cfg.model.name, input_shape, num_classes,
-                            **({"hidden": cfg.model.hidden} if cfg.model.name == "mlp" else {}))
-
-
-def local_steps(cfg: Config, size: int) -> int:
-    """K of a client with `size` samples (local_steps, or ceil(local_epochs * size / batch))."""
-    if cfg.local.local_epochs is not None:
-        k = int(np.ceil(cfg.local.local_epochs * size / cfg.local.batch_size))
-    else:
-        k = cfg.local.local_steps
-    algo = ALGORITHMS[cfg.algorithm.name]
-    return max(1, min(k, algo.local_steps(_algo_probe(algo, cfg), k)))
-
-
-def _algo_probe(algo_cls: type, cfg: Config) -> Any:
-    return algo_cls(cfg, cfg.data.num_clients, 1)
-
-
 class LocalClient:
     """Model, layout and serial trainer of one client; optimizer state in and out as bytes."""
 
@@ -129,10 +107,10 @@ class LocalClient:
         self.model = build_model(cfg, shard.input_shape, shard.num_classes).to(self.device)
         self.layout = Layout.of(dict(self.model.named_parameters()))
         self.data = OneClientData(shard, self.device, cfg.seed, cfg.local.batch_size)
-        algo = _algo_probe(ALGORITHMS[cfg.algorithm.name], cfg)
+        algo = ALGORITHMS[cfg.algorithm.name](cfg, cfg.data.num_clients, 1)
         hp = optimizer_hparams(cfg, algo.optimizer_overrides())
         self.trainer = SerialTrainer(self.model, self.layout, self.data, cfg.local.optimizer, hp, self.device)
-        self.steps = local_steps(cfg, len(shard.y_train))
+        self.steps = int(client_steps(cfg, algo, np.array([len(shard.y_train)]), cfg.local.batch_size)[0])
         self.schedule = optim.schedule(cfg.local.schedule, cfg.local.lr, decay=cfg.local.lr_decay,
                                        total_rounds=cfg.rounds)
 
