@@ -6,7 +6,7 @@ TORCH ?= torch==2.13.0
 export FLWR_TELEMETRY_ENABLED=0
 export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1
 
-.PHONY: demo test test-all install clean
+.PHONY: demo test test-slow test-all install clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -25,6 +25,11 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# Process-level tests: Flower deployments (SuperLink + SuperNodes, TLS, node auth, a killed node),
+# Flower's simulation, joining a Ray cluster, 1,000 clients. About 5 minutes on 2 cores.
+test-slow: install
+	$(BIN)/python -m pytest -q -m slow
 
 test-all: install
 	$(BIN)/python -m pytest -q
