@@ -304,6 +304,11 @@ class Config:
         if self.name:
             return self.name
         algo = ALGO_LABELS.get(self.algorithm.name, self.algorithm.name)
+        opt = self.local.optimizer
+        if opt in OPTIMIZER_LABELS and "SAM" in algo:  # DFedSAM + asam = DFedASAM, FedSAM + tram = FedTRAM
+            algo = algo.replace("SAM", OPTIMIZER_LABELS[opt], 1)
+        elif opt and self.algorithm.name == "pooled":  # the one algorithm that takes any optimizer
+            algo = f"{algo} ({opt})"
         if self.algorithm.name in CENTRALIZED:
             return algo
         return f"{algo}, {self.topology.name}, Q={self.algorithm.gossip_steps}"
@@ -315,6 +320,8 @@ ALGO_LABELS = {
     "pooled": "Pooled",
 }
 CENTRALIZED = ("fedavg", "fedsam", "mofedsam", "pooled")
+#: SAM-family optimizers other than SAM itself, as they appear in labels (DFedSAM + asam = DFedASAM).
+OPTIMIZER_LABELS = {"asam": "ASAM", "gsam": "GSAM", "saf": "SAF", "mesa": "MESA", "tram": "TRAM"}
 
 
 # ---------------------------------------------------------------------------- loading

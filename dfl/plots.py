@@ -41,9 +41,11 @@ ALGO_COLORS = {
     "fedsam": "#44AA99",       # teal
     "mofedsam": "#999933",     # olive
     "pooled": "#000000",       # black: the upper bound
+    "dfedsam+tram": "#DDCC77",  # sand
+    "dfedsam+asam": "#661100",  # brown
 }
 """Fixed colour of each known algorithm, the same in every figure."""
-_EXTRA_COLORS = ("#DDCC77", "#BBBBBB", "#777777")
+_EXTRA_COLORS = ("#BBBBBB", "#777777", "#6699CC")
 LINESTYLES = ("-", "--", "-.", ":", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 3)))
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 FORMATS = ("png", "pdf", "svg")
@@ -82,7 +84,7 @@ class _Styles:
     def line(self, g: Group, markers: bool = True) -> dict[str, Any]:
         """Colour by algorithm, line style by Q; a sparse marker by topology when there are several."""
         q_index = self.qs.index(g.gossip_steps)
-        style = {"color": algo_color(g.algorithm), "linestyle": LINESTYLES[q_index % len(LINESTYLES)]}
+        style = {"color": algo_color(g.method), "linestyle": LINESTYLES[q_index % len(LINESTYLES)]}
         if markers and len(self.topos) > 1:
             style.update(marker=self.marker(g), markersize=3)
         return style
@@ -150,12 +152,12 @@ def _legend(fig: "Figure", groups: Sequence[Group], styles: _Styles, marker: boo
     from matplotlib.lines import Line2D
 
     if len(groups) <= 8 and not factored:
-        handles = [Line2D([], [], color=algo_color(g.algorithm), marker=styles.marker(g), markersize=4,
+        handles = [Line2D([], [], color=algo_color(g.method), marker=styles.marker(g), markersize=4,
                           linestyle="none") if marker else Line2D([], [], lw=1.1, **styles.line(g, line_markers))
                    for g in groups]
         labels = [g.label for g in groups]
     else:  # colour = algorithm, then line style = Q (or marker = topology)
-        algos = list(dict.fromkeys(g.algorithm for g in groups))
+        algos = list(dict.fromkeys(g.method for g in groups))
         handles = [Line2D([], [], color=algo_color(a), lw=1.5) for a in algos]
         labels = [ALGO_LABELS.get(a, a) for a in algos]
         topos = list(dict.fromkeys(g.topology for g in groups))
@@ -266,7 +268,7 @@ def plot_gap(runs: Iterable[Run] | Sequence[Group], gap: str = "effective_gap") 
             if not (np.isfinite(x).all() and np.isfinite(y).all()) or (key == "consensus" and (y <= 0).any()):
                 continue
             xs_all.append(x.mean())
-            color = algo_color(g.algorithm)
+            color = algo_color(g.method)
             if len(g.runs) > 1:
                 ax.errorbar([x.mean()], [y.mean()], yerr=[[y.mean() - y.min()], [y.max() - y.mean()]],
                             fmt="none", ecolor=color, elinewidth=0.8, capsize=1.5)

@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable, Optional
 
 import numpy as np
 
-from .config import ALGO_LABELS, CENTRALIZED, Config, read_toml
+from .config import ALGO_LABELS, CENTRALIZED, OPTIMIZER_LABELS, Config, from_dict, read_toml
 from .errors import ConfigError, DflError
 
 _DEFAULTS = Config()
@@ -51,6 +51,12 @@ class Run:
     @property
     def algorithm(self) -> str:
         return str(self._get("algorithm", "name"))
+
+    @property
+    def method(self) -> str:
+        """The algorithm, with the local optimizer when it is a variant: "dfedsam+tram" (colours)."""
+        opt = str(self._get("local", "optimizer") or "")
+        return f"{self.algorithm}+{opt}" if opt in OPTIMIZER_LABELS else self.algorithm
 
     @property
     def topology(self) -> str:
@@ -94,6 +100,10 @@ class Group:
     @property
     def algorithm(self) -> str:
         return self.runs[0].algorithm
+
+    @property
+    def method(self) -> str:
+        return self.runs[0].method
 
     @property
     def topology(self) -> str:
@@ -188,15 +198,11 @@ def run_label(config: dict[str, Any], summary: dict[str, Any]) -> str:
     """summary.json's label, else the one Config.label() builds ('DFedSAM, ring, Q=4')."""
     if isinstance(summary.get("label"), str) and summary["label"]:
         return summary["label"]
-    if config.get("name"):
-        return str(config["name"])
-    algo = config.get("algorithm", {}).get("name", _DEFAULTS.algorithm.name)
-    name = ALGO_LABELS.get(algo, algo)
-    if algo in CENTRALIZED:
-        return name
-    topo = config.get("topology", {}).get("name", _DEFAULTS.topology.name)
-    q = config.get("algorithm", {}).get("gossip_steps", _DEFAULTS.algorithm.gossip_steps)
-    return f"{name}, {topo}, Q={q}"
+    try:
+        return from_dict(config, "config.toml").label()
+    except DflError:  # a config this version cannot read: name the algorithm at least
+        algo = config.get("algorithm", {}).get("name", _DEFAULTS.algorithm.name)
+        return str(config.get("name") or ALGO_LABELS.get(algo, algo))
 
 
 def load_run(path: str | Path) -> Run:
