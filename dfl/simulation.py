@@ -210,7 +210,9 @@ class Simulation:
                            gossip_steps=q, lr=lr, local_steps=int(self.steps.max()),
                            mixer=self.trainer.mix if self.trainer.owns_bank else None)
         self.bank = self.algo.start(self.bank, ctx)
-        before = self.bank.clone()
+        # the start-of-round bank, copied only when the algorithm or NaN recovery will read it
+        keep = self.algo.needs_before or (cfg.faults.on_nan == "skip_client") or self.algo.centralized
+        before = self.bank.clone() if keep else None
         steps = self.faults.local_steps(t, self.steps)
         t0 = time.perf_counter()
         self.bank, losses = self.trainer.train(self.bank, active, steps, lr, t, self.algo.correction(ctx))

@@ -56,6 +56,8 @@ class Algorithm:
     optimizers: ClassVar[tuple[str, ...]] = ("sgd",)
     #: Any other optimizer is accepted too (pooled training).
     any_optimizer: ClassVar[bool] = False
+    #: aggregate() reads the start-of-round bank; when False the engine passes None and skips a copy.
+    needs_before: ClassVar[bool] = True
 
     @classmethod
     def default_optimizer(cls) -> str:
@@ -112,6 +114,8 @@ class Gossip(Algorithm):
 
     Inactive clients keep their model but still relay: W is applied to every row.
     """
+
+    needs_before = False
 
     def aggregate(self, before, after, ctx):
         return ctx.mix(after), {}

@@ -13,6 +13,7 @@ from .registry import ALGORITHMS
 class DPSGD(Gossip):
     name = "dpsgd"
     optimizers = ("sgd",)
+    needs_before = True
 
     def local_steps(self, configured):
         return 1
