@@ -115,3 +115,13 @@ def test_large_federations_use_a_sparse_w_with_the_same_metrics(monkeypatch):
     sim = Simulation(small_config(**{"algorithm.name": "dfedsam", "data.holdout_fraction": 0.0}))
     assert sim.mixing(0)[0].layout == torch.sparse_csr
     assert_same(dense, sim.run(), tol=1e-6)
+
+
+def test_sharpness_every_k_rounds_is_the_sam_ascent_loss_increase():
+    from dfl.metrics import sharpness
+    sim = Simulation(small_config(**{"metrics.sharpness_every": 2, "rounds": 4, "local.rho": 0.05}))
+    h = sim.run()
+    assert ["sharpness" in r for r in h] == [False, True, False, True]
+    direct = sharpness(sim.model, sim.layout, sim.bank.mean(0), sim.x_test, sim.y_test, 0.05)
+    assert h[-1]["sharpness"] == pytest.approx(direct, rel=1e-5)
+    assert h[-1]["sharpness"] > 0  # a small ascent step along the gradient raises the loss
