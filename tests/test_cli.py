@@ -143,3 +143,13 @@ def test_every_experiment_runs_two_rounds(path, tmp_path, monkeypatch):
     for sim in {id(s): s for s in (sims[0], sims[-1])}.values():  # the first and last run
         h = sim.run()
         assert len(h) == 2 and 0.0 <= h[-1]["test_acc"] <= 1.0
+
+
+def test_data_command_takes_list_valued_configs(config, tmp_path, capsys):
+    quickstart = Path(__file__).resolve().parent.parent / "experiments" / "quickstart.toml"
+    assert main(["data", str(quickstart), "--plot", str(tmp_path / "labels.png")]) == 0
+    assert (tmp_path / "labels.png").is_file()
+    capsys.readouterr()
+    assert main(["data", str(config), "--set", "seed=[0, 1]"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "the data split varies across the sweep" in err and len(err.splitlines()) == 1

@@ -26,12 +26,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from ..config import load_config, parse_overrides
+    from .. import sweep
+    from ..config import parse_overrides
     from ..data import load_federated
+    from ..errors import ConfigError
 
     if args.plot and Path(args.plot).suffix.lower() not in PLOT_SUFFIXES:
         raise ConfigError(f"--plot {args.plot!r}: use a .png, .pdf or .svg file name")
-    cfg = load_config(args.config, parse_overrides(args.overrides))
+    _, variants = sweep.load(args.config, parse_overrides(args.overrides))
+    splits = {(v.config.data, v.config.seed) for v in variants}  # a sweep over algorithms shares one split
+    if len(splits) > 1:
+        raise ConfigError(f"{args.config}: the data split varies across the sweep ({len(splits)} splits); "
+                          "pick one with --set, e.g. --set seed=0")
+    cfg = variants[0].config
     fed = load_federated(cfg.data, cfg.seed)
     t = table(fed, cfg.data.partition if cfg.data.name != "synthetic" else "natural")
     console = Console()
