@@ -9,6 +9,7 @@ from torch.utils._pytree import tree_flatten, tree_map
 
 import dfl.optim as optim
 from dfl.optim import Objective
+from dfl.engines.serial import extra_loss
 
 N, D, C, B = 12, 5, 3, 6
 LR = 0.2
@@ -63,10 +64,7 @@ def class_run(name, model, x, y, order):
             opt.zero_grad()
             logits = model(xb)
             loss = F.cross_entropy(logits, yb)
-            if name == "saf":
-                loss = loss + opt.trajectory_loss(logits, idx)
-            elif name == "mesa":
-                loss = loss + opt.trajectory_loss(logits, xb)
+            loss = loss + extra_loss(opt, logits, xb, idx)  # SAF / MESA terms, as the serial engine adds them
             loss.backward()
             return loss
 
