@@ -10,7 +10,7 @@ from dfl import results
 from dfl.cli import main
 from dfl.engines.vectorized import VectorizedTrainer
 from dfl.errors import DivergedError
-from dfl.faults import diverged, neighbour_mean
+from dfl.faults import diverged, finite_rows, neighbour_mean
 from dfl.simulation import Simulation
 from tests.conftest import small_config, small_toml
 
@@ -39,6 +39,16 @@ def test_diverged_checks_losses_and_rows_of_active_clients():
     losses = np.array([np.nan, 1.0, 2.0, 1.0])
     active = np.array([True, True, True, False])
     assert diverged(bank, losses, active).tolist() == [True, True, False, False]
+
+
+def test_finite_rows_is_exact_when_a_row_sum_overflows():
+    big = torch.full((5, 4), 3e38)  # finite entries whose float32 sum is inf
+    big[1] = 1.0
+    big[2, 1] = float("nan")
+    big[3, 3] = float("-inf")
+    big[4, :2] = torch.tensor([float("inf"), float("-inf")])  # sums to nan
+    assert finite_rows(big).tolist() == [True, True, False, False, False]
+    assert finite_rows(torch.ones(3, 2, dtype=torch.float64)).tolist() == [True] * 3
 
 
 @pytest.mark.parametrize("what", ["row", "loss"])

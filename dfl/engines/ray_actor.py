@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from ..algorithms import Correction
+from ..faults import finite_rows
 from ..metrics import evaluate_clients
 from .base import ClientData, pad_indices
 from .vectorized import VectorizedTrainer
@@ -153,7 +154,7 @@ class ClientBlock:
             correction = Correction(correction.lr_scale, d if d.dim() == 1 else d[sl])
         rows = self.rows(terms).clone()
         rows, losses = self.trainer.train(rows, active[sl], steps[sl], lr, round_, correction)
-        losses[~torch.isfinite(rows).all(1).cpu().numpy()] = np.nan
+        losses[~finite_rows(rows).cpu().numpy()] = np.nan
         self.slots[out] = rows
         return losses
 

@@ -18,6 +18,7 @@ from torch.utils._pytree import tree_map
 
 from .. import optim
 from ..algorithms import Correction
+from . import malloc
 from .base import ENGINES, Trainer
 
 #: Fraction of free memory a chunk may use.
@@ -69,6 +70,8 @@ class VectorizedTrainer(Trainer):
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
+        if self.device.type == "cpu":
+            malloc.tune()  # step tensors reused from the heap instead of fresh mmap'd pages
         self.opt = optim.make(self.optimizer, **self.hparams)
         n, dim = self.data.n, self.layout.size
         if not self.chunk_size:
