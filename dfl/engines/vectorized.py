@@ -1,10 +1,13 @@
 """The default engine: all clients of a chunk take each local step at once.
 
-For a chunk of c clients, a local step is ``torch.func.vmap`` of the optimizer's functional
-step (functional_call + grad inside) over the stacked parameters (c, *shape), the optimizer
-state and the clients' batches (c, B, ...). Clients that are inactive, or that have done their
-own number of steps, keep their parameters and state (torch.where on a mask), so one vmap call
-serves clients of different shard sizes. Chunks are sized from free memory.
+For a chunk of c clients, a local step is ``torch.func.vmap`` of the optimizer's ``gradient``
+(functional_call + grad inside; SAM's ascent and the other variants' directions too) over the
+stacked parameters (c, *shape), the optimizer state and the clients' batches (c, B, ...), then
+the SGD descent (``descend_``) applied in place to the chunk's rows of the parameter bank: the
+update is elementwise, so it needs no vmap, and in place it allocates nothing (on CPU a round of
+small models is bound by these memory passes). Clients that are inactive, or that have done
+their own number of steps, keep their parameters and state (torch.where on a mask), so one vmap
+call serves clients of different shard sizes. Chunks are sized from free memory.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from torch.utils._pytree import tree_map
 
 from .. import optim
 from ..algorithms import Correction
+from ..optim.sgd import FunctionalSGD
 from . import malloc
 from .base import ENGINES, Trainer
 
@@ -85,11 +89,15 @@ class VectorizedTrainer(Trainer):
         self.state = tree_map(lambda t: t.unsqueeze(0).repeat(n, *([1] * t.dim())).clone(), one)
         model, opt = self.model, self.opt
 
-        def client_step(p, s, x, y, index, lr):
+        def client_gradient(p, s, x, y, index):
             obj = optim.Objective(forward=lambda q: functional_call(model, q, (x,)), targets=y, index=index)
-            return opt.step(p, s, obj, lr)
+            return opt.gradient(p, s, obj)
 
-        self._step = vmap(client_step, in_dims=(0, 0, 0, 0, 0, None))
+        # a step = vmap(gradient), then the SGD descent in place on the bank's rows (elementwise,
+        # so it needs no vmap), then vmap(after_descent) where the optimizer has one (MESA)
+        self._gradient = vmap(client_gradient)
+        self._after = (vmap(opt.after_descent)
+                       if type(opt).after_descent is not FunctionalSGD.after_descent else None)
         self._begin = vmap(opt.begin_round)
 
     def train(self, bank, active, steps, lr, round_, correction: Optional[Correction]):
@@ -108,7 +116,7 @@ class VectorizedTrainer(Trainer):
     def _train_chunk(self, bank, clients, active, steps, kmax, lr, step_lr, round_, correction):
         sl = slice(int(clients[0]), int(clients[-1]) + 1)
         dev = self.device
-        params = self.layout.unflatten(bank[sl])  # views: the functional steps never write into them
+        params = self.layout.unflatten(bank[sl])  # views: the descent writes into the bank's rows
         state = tree_map(lambda t: t[sl], self.state)
         state = self._begin(params, state)
         local, glob = self.data.batches(clients, round_, kmax)
@@ -123,18 +131,25 @@ class VectorizedTrainer(Trainer):
         loss_sum = torch.zeros(len(clients), dtype=torch.float64, device=dev)
         for k in range(kmax):
             g = glob[:, k]
-            new_p, new_s, loss = self._step(params, state, self.data.x[g], self.data.y[g], local[:, k], step_lr)
-            if corr is not None:
-                new_p = {name: t - lr * corr[name] for name, t in new_p.items()}
+            grads, new_s, loss = self._gradient(params, state, self.data.x[g], self.data.y[g], local[:, k])
             if (act_np & (k < todo_np)).all():  # the common case: no client to hold back
-                params, state = new_p, new_s
+                mask = None
+                state = new_s
                 loss_sum += loss.double()
             else:
                 mask = act & (k < todo)
-                params = _where(mask, new_p, params)
                 state = _where(mask, new_s, state)
                 loss_sum += torch.where(mask, loss.double(), torch.zeros_like(loss_sum))
-        self.layout.write(bank[sl], params)
+            state = self.opt.descend_(params, grads, state, step_lr, mask)
+            if corr is not None:
+                for name, w in params.items():  # as the serial engine: w - lr * direction
+                    if mask is None:
+                        w.sub_(lr * corr[name])
+                    else:
+                        w.copy_(torch.where(mask.view(-1, *[1] * (w.dim() - 1)), w - lr * corr[name], w))
+            if self._after is not None:
+                new_s = self._after(params, state)
+                state = new_s if mask is None else _where(mask, new_s, state)
         tree_map(lambda full, part: full[sl].copy_(part), self.state, state)
         out = (loss_sum / todo.clamp(min=1)).cpu().numpy()
         out[~active[clients]] = np.nan

@@ -126,6 +126,10 @@ def check_lr(lr: Any) -> None:
 class FunctionalOptimizer:
     """Base of the functional optimizers; subclasses implement ``init`` and ``step``.
 
+    The vectorized engine takes a step in three parts, which every built-in optimizer has through
+    :class:`~dfl.optim.sgd.FunctionalSGD`: ``gradient`` (vmapped over clients), ``descend_`` (in
+    place on the stacked clients) and ``after_descent`` (vmapped); ``step`` is their composition.
+
     Hyperparameters are keyword-only constructor arguments, validated on construction and
     stored as plain python values (never tensors), so ``step`` may branch on them.
     """

@@ -64,7 +64,7 @@ class FunctionalMESA(FunctionalSGD):
     def init(self, params: Params, *, num_samples: int = 0, num_classes: int = 0) -> State:
         return {**super().init(params), "ema": {k: v.detach().clone() for k, v in params.items()}}
 
-    def step(self, params: Params, state: State, obj: Objective, lr: Any) -> tuple[Params, State, Tensor]:
+    def gradient(self, params: Params, state: State, obj: Objective) -> tuple[Params, State, Tensor]:
         ref = obj.forward(state["ema"]).detach()
         on = (state["step"] >= self.warmup_steps).to(ref.dtype)
         weight = on * self.lam
@@ -73,8 +73,11 @@ class FunctionalMESA(FunctionalSGD):
             return weight * kl_trajectory_loss(logits, ref, self.tau, obj.weight)
 
         grads, loss, _ = loss_and_grad(obj, params, trajectory)
-        params, state = self.descend(params, grads, state, lr)
-        return params, {**state, "ema": ema_update(state["ema"], params, self.ema_decay)}, loss
+        return grads, state, loss
+
+    def after_descent(self, params: Params, state: State) -> State:
+        """The EMA teacher moves towards the new weights."""
+        return {**state, "ema": ema_update(state["ema"], params, self.ema_decay)}
 
 
 class MESA(WrapperOptimizer):

@@ -102,7 +102,7 @@ class FunctionalSAF(FunctionalSGD):
         return {**super().init(params),
                 **saf_memory(num_samples, num_classes, self.saf_epochs, like)}
 
-    def step(self, params: Params, state: State, obj: Objective, lr: Any) -> tuple[Params, State, Tensor]:
+    def gradient(self, params: Params, state: State, obj: Objective) -> tuple[Params, State, Tensor]:
         if obj.index is None:
             raise ConfigError("saf: the objective needs sample ids (Objective.index), got None")
         ref, valid = saf_read(state["memory"], state["count"], obj.index)
@@ -112,9 +112,8 @@ class FunctionalSAF(FunctionalSGD):
             return self.lam * kl_trajectory_loss(logits, ref, self.tau, mask)
 
         grads, loss, logits = loss_and_grad(obj, params, trajectory)
-        params, state = self.descend(params, grads, state, lr)
         memory, count = saf_write(state["memory"], state["count"], obj.index, logits)
-        return params, {**state, "memory": memory, "count": count}, loss
+        return grads, {**state, "memory": memory, "count": count}, loss
 
 
 class SAF(WrapperOptimizer):

@@ -69,12 +69,11 @@ class FunctionalSAM(FunctionalSGD):
         """Descent direction from the unperturbed (g) and perturbed (g_p) gradients."""
         return g_p
 
-    def step(self, params: Params, state: State, obj: Objective, lr: Any) -> tuple[Params, State, Tensor]:
+    def gradient(self, params: Params, state: State, obj: Objective) -> tuple[Params, State, Tensor]:
         g, loss, _ = loss_and_grad(obj, params)
         e = self.perturbation(params, g)
         g_p, _, _ = loss_and_grad(obj, tree_axpy(1.0, e, params))
-        params, state = self.descend(params, self.direction(g, g_p), state, lr)
-        return params, state, loss
+        return self.direction(g, g_p), state, loss
 
 
 class SAM(WrapperOptimizer):

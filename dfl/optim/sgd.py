@@ -84,6 +84,58 @@ def sgd_update(
     return new_params, new_bufs
 
 
+def sgd_update_(
+    params: Params,
+    grads: Params,
+    bufs: Params,
+    *,
+    lr: float,
+    first: Tensor,
+    mask: Optional[Tensor] = None,
+    momentum: float = 0.0,
+    dampening: float = 0.0,
+    nesterov: bool = False,
+    weight_decay: float = 0.0,
+) -> None:
+    """:func:`sgd_update` in place, over stacked clients: every tensor is (c, *shape).
+
+    The same arithmetic, operation for operation, as the pure form (equal results bit for bit),
+    without allocating the new weights: the vectorized engine's hot path, where the weights are
+    views of the parameter bank and each pass over them is memory-bound.
+
+    Args:
+        params: (c, *shape) weights, updated in place.
+        grads: (c, *shape) directions; consumed (overwritten with the step taken).
+        bufs: momentum buffers, updated in place (ignored when momentum = 0).
+        lr: python float.
+        first: (c,) bool, True for the clients whose first step this is.
+        mask: (c,) bool, the clients that step (None: all); the others keep weights and buffers.
+    """
+    all_first, no_first = bool(first.all()), not bool(first.any())
+    for k, w in params.items():
+        shape = (-1,) + (1,) * (w.dim() - 1)
+        d = grads[k]
+        if weight_decay != 0:
+            d.add_(w, alpha=weight_decay)
+        if momentum != 0:
+            b = bufs[k]
+            if all_first:
+                new_b = d
+            elif no_first and mask is None:
+                new_b = b.mul_(momentum).add_(d, alpha=1 - dampening)
+            else:
+                new_b = torch.add(momentum * b, d, alpha=1 - dampening)
+                if not no_first:
+                    new_b = torch.where(first.view(shape), d, new_b)
+            if new_b is not b:
+                b.copy_(new_b if mask is None else torch.where(mask.view(shape), new_b, b))
+            d = d.add_(new_b, alpha=momentum) if nesterov else new_b
+        if mask is None:
+            w.add_(d, alpha=-lr)
+        else:
+            w.copy_(torch.where(mask.view(shape), torch.add(w, d, alpha=-lr), w))
+
+
 @OPTIMIZERS.register("sgd")
 class FunctionalSGD(FunctionalOptimizer):
     """Functional SGD; the base of every other functional optimizer (their descent step).
@@ -123,10 +175,31 @@ class FunctionalSGD(FunctionalOptimizer):
             **self.sgd_hparams())
         return new_params, {**state, "momentum_buffer": bufs, "step": state["step"] + 1}
 
-    def step(self, params: Params, state: State, obj: Objective, lr: Any) -> tuple[Params, State, Tensor]:
+    def descend_(self, params: Params, grads: Params, state: State, lr: float,
+                 mask: Optional[Tensor] = None) -> State:
+        """:meth:`descend` in place over stacked clients ((c, *shape) tensors, (c,) step counts):
+        updates ``params`` and the momentum buffers, consumes ``grads``, returns the state with
+        the step counts of the clients in ``mask`` (None: all) advanced. See :func:`sgd_update_`."""
+        step = state["step"]
+        sgd_update_(params, grads, state["momentum_buffer"], lr=lr, first=step == 0, mask=mask,
+                    **self.sgd_hparams())
+        return {**state, "step": step + (1 if mask is None else mask.to(step.dtype))}
+
+    def gradient(self, params: Params, state: State, obj: Objective) -> tuple[Params, State, Tensor]:
+        """Everything of a step before the SGD descent: (direction to descend along, state updated
+        by what the gradient evaluations saw, loss at ``params``). SAM and the others override it."""
         grads, loss, _ = loss_and_grad(obj, params)
+        return grads, state, loss
+
+    def after_descent(self, params: Params, state: State) -> State:
+        """State updates that read the new weights (MESA's EMA); none for SGD."""
+        return state
+
+    def step(self, params: Params, state: State, obj: Objective, lr: Any) -> tuple[Params, State, Tensor]:
+        """gradient, then descend, then after_descent (pure: returns new tensors)."""
+        grads, state, loss = self.gradient(params, state, obj)
         params, state = self.descend(params, grads, state, lr)
-        return params, state, loss
+        return params, self.after_descent(params, state), loss
 
 
 class SGD(torch.optim.Optimizer):

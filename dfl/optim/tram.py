@@ -90,14 +90,13 @@ class FunctionalTRAM(FunctionalSAM):
         """The reference becomes the weights the client starts the round with."""
         return {**state, "ref": {k: v.detach().clone() for k, v in params.items()}}
 
-    def step(self, params: Params, state: State, obj: Objective, lr: Any) -> tuple[Params, State, Tensor]:
+    def gradient(self, params: Params, state: State, obj: Objective) -> tuple[Params, State, Tensor]:
         g, loss, logits = loss_and_grad(obj, params)
         ref = obj.forward(state["ref"]).detach()
         radius = tram_radius(logits, ref, lam=self.lam, tau=self.tau, rho=self.rho, weight=obj.weight)
         e = sam_perturbation(g, radius)
         g_p, _, _ = loss_and_grad(obj, tree_axpy(1.0, e, params))
-        params, state = self.descend(params, g_p, state, lr)
-        return params, state, loss
+        return g_p, state, loss
 
 
 class TRAM(SAM):
