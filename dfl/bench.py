@@ -7,7 +7,8 @@ Rows (issue 9):
      engine (a persistent model copy and optimizer per client, clients one after another)
   b  vectorized round vs the compute limit: one pooled model taking the same K steps on all
      clients' samples at once (batch n x B)
-  c  gossip X <- W^Q X (sparse CSR vs dense) vs a memory copy of the same bytes
+  c  gossip X <- W X (sparse CSR vs dense) vs a memory copy of the same bytes (into a new tensor,
+     as the gossip writes its output, and into one already mapped)
   d  scale: memory per client and the largest number of clients one round handles in memory
   e  FedAvg end to end: `dfl run` vs Flower's simulation of the same config; Ray vs vectorized
 Each row returns plain dicts; the command prints them and writes JSON.
@@ -169,7 +170,10 @@ def row_ab(sizes: Sizes, models_: tuple[str, ...] = ("mlp", "cnn"), opts: tuple[
 def row_c(sizes: Sizes, graphs: tuple[str, ...] = ("ring", "exponential")) -> list[dict]:
     n, d = sizes.gossip_n, sizes.gossip_d
     X = torch.randn(n, d)
-    copy_s = _timeit(lambda: X.clone(), 3)
+    copy_s = _timeit(lambda: X.clone(), 3)  # a new tensor, as the gossip's output is
+    into = torch.empty_like(X)
+    copy_into_s = _timeit(lambda: into.copy_(X), 3)  # into memory already mapped: the bandwidth alone
+    del into
     rows = []
     for name in graphs:
         W = topologies.mixing_matrix(topologies.build(name, n))
@@ -180,7 +184,8 @@ def row_c(sizes: Sizes, graphs: tuple[str, ...] = ("ring", "exponential")) -> li
         Xd = X[:, :dense_d].contiguous()
         t_dense = _timeit(lambda: mix(Xd, dense, 1), 2) * d / dense_d
         rows.append({"graph": name, "n": n, "params": d, "GB": X.numel() * 4 / 1e9, "copy_s": copy_s,
-                     "sparse_s": t_sparse, "dense_s": t_dense, "sparse_x_copy": t_sparse / copy_s,
+                     "copy_into_s": copy_into_s, "sparse_s": t_sparse, "dense_s": t_dense,
+                     "sparse_x_copy": t_sparse / copy_s, "sparse_x_copy_into": t_sparse / copy_into_s,
                      "dense_x_copy": t_dense / copy_s, "degree": int(round((np.count_nonzero(W) - n) / n))})
     del X
     return rows

@@ -68,3 +68,19 @@ def test_scipy_sparse_w_stays_sparse_and_agrees():
     assert sparse.layout == torch.sparse_csr
     X = torch.randn(n, 11)
     assert torch.allclose(mix(X, dense, 2), mix(X, sparse, 2), atol=1e-6)
+
+
+@pytest.mark.parametrize("graph", ["ring", "exponential"])
+def test_sparse_gossip_over_column_blocks_equals_one_product(monkeypatch, graph):
+    # 64 rows x 5,000 columns with 4 kB blocks: widths of 1,024 columns, the last block partial
+    import dfl.gossip as gossip
+
+    n = 64
+    W = topologies.mixing_matrix(topologies.build(graph, n))
+    X = torch.randn(n, 5, 1000, dtype=torch.float64)
+    S = as_operator(W, dtype=torch.float64, sparse=True)
+    whole = (S @ X.reshape(n, -1)).reshape(X.shape)
+    monkeypatch.setattr(gossip, "BLOCK_BYTES", 4096)
+    blocked = mix(X, S, steps=2)
+    assert torch.equal(blocked, (S @ whole.reshape(n, -1)).reshape(X.shape))
+    torch.testing.assert_close(blocked, torch.einsum("ij,jk,k...->i...", torch.as_tensor(W), torch.as_tensor(W), X))
