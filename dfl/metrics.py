@@ -18,14 +18,31 @@ from torch.func import functional_call, vmap
 from .bank import Layout
 
 
+#: Entries per block of rows in consensus_distance (256k float64 = 2 MB).
+CONSENSUS_BLOCK = 2**18
+
+
 def consensus_distance(X: torch.Tensor) -> float:
     """Xi = (1/n) sum_i ||x_i - x_bar||^2 for X of shape (n, d) (contract).
 
     >>> consensus_distance(torch.tensor([[0.0, 0.0], [2.0, 0.0]]))
     1.0
     """
-    X = X.reshape(X.shape[0], -1).double()
-    return float(((X - X.mean(0, keepdim=True)) ** 2).sum(1).mean())
+    X = X.reshape(X.shape[0], -1)
+    n, d = X.shape
+    # float64 throughout (Xi is tiny next to ||x||^2), converted a few rows at a time so that no
+    # float64 copy of the bank is made and the converted rows stay in cache
+    rows = max(1, CONSENSUS_BLOCK // max(1, d))
+    blocks = [X[r0:r0 + rows] for r0 in range(0, n, rows)]
+    mean = torch.zeros(d, dtype=torch.float64, device=X.device)
+    for b in blocks:
+        mean += b.double().sum(0)
+    mean /= n
+    total = torch.zeros((), dtype=torch.float64, device=X.device)
+    for b in blocks:
+        diff = b.double().sub_(mean)
+        total += torch.einsum("ij,ij->", diff, diff)
+    return float(total / n)
 
 
 def gossip_mb(degrees: np.ndarray, active: np.ndarray | None, steps: int, model_bytes: int) -> float:
