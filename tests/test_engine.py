@@ -125,3 +125,25 @@ def test_sharpness_every_k_rounds_is_the_sam_ascent_loss_increase():
     direct = sharpness(sim.model, sim.layout, sim.bank.mean(0), sim.x_test, sim.y_test, 0.05)
     assert h[-1]["sharpness"] == pytest.approx(direct, rel=1e-5)
     assert h[-1]["sharpness"] > 0  # a small ascent step along the gradient raises the loss
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a GPU"))])
+def test_host_to_device_copies_exactly(device):
+    from dfl.engines.base import host_to_device
+
+    a = np.arange(24, dtype=np.int64).reshape(2, 3, 4)[:, ::2]  # not contiguous
+    t = host_to_device(a, torch.device(device))
+    assert t.device.type == device and t.dtype == torch.int64
+    assert t.cpu().tolist() == a.tolist()
+    assert host_to_device(np.array([True, False]), torch.device(device)).cpu().tolist() == [True, False]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+@pytest.mark.parametrize("algo,opt", [("dfedavgm", "sgd"), ("dfedsam", "sam"), ("dfedsam", "mesa")])
+def test_gpu_equals_cpu(algo, opt):
+    common = {"algorithm.name": algo, "local.optimizer": opt, "local.momentum": 0.5, "rounds": 3,
+              "algorithm.participation": 0.5}
+    g = run(small_config(**common, **{"engine.device": "cuda"}))
+    c = run(small_config(**common, **{"engine.device": "cpu"}))
+    assert_same(g, c)

@@ -36,6 +36,15 @@ def pad_indices(parts: list[torch.Tensor], device: torch.device) -> tuple[torch.
     return idx.to(device), mask.to(device)
 
 
+def host_to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A numpy array as a tensor on `device`; to a GPU through pinned memory without blocking the
+    host (the copy is ordered on the current stream before the kernels that read it)."""
+    t = torch.from_numpy(np.ascontiguousarray(array))
+    if device.type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
+
+
 class ClientData:
     """The training pool on the device and every client's shard, padded to one (n, m) table.
 
@@ -64,7 +73,7 @@ class ClientData:
         """
         local = rng.batch_indices(self.seed, round_, self.ids[clients], self.sizes[clients], steps,
                                   self.batch_size)
-        local_t = torch.as_tensor(local, device=self.shards.device)
+        local_t = host_to_device(local, self.shards.device)
         rows = torch.as_tensor(clients, device=self.shards.device).view(-1, 1, 1)
         return local_t, self.shards[rows, local_t]
 

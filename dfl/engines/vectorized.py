@@ -23,7 +23,7 @@ from .. import optim
 from ..algorithms import Correction
 from ..optim.sgd import FunctionalSGD
 from . import malloc
-from .base import ENGINES, Trainer
+from .base import ENGINES, Trainer, host_to_device
 
 #: Fraction of free memory a chunk may use.
 MEMORY_FRACTION = 0.25
@@ -121,8 +121,8 @@ class VectorizedTrainer(Trainer):
         state = self._begin(params, state)
         local, glob = self.data.batches(clients, round_, kmax)
         act_np, todo_np = active[clients], steps[clients]
-        act = torch.as_tensor(act_np, device=dev)
-        todo = torch.as_tensor(todo_np, device=dev)
+        act = host_to_device(act_np, dev)
+        todo = host_to_device(todo_np, dev)
         corr = None
         if correction is not None:
             d = correction.direction.to(dev)
