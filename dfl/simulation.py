@@ -113,6 +113,10 @@ class Simulation:
         if not self.algo.centralized:
             self.graphs = topologies.build_sequence(cfg.topology.name, n, seed=cfg.seed, **cfg.topology.params())
             self.mixing(0)  # a bad mixing rule is a user error now, not in round 1
+        # a time-varying graph's own round has gap 0 (one matching): the run also records the gap
+        # of one period's product, the figure that bounds its consensus error
+        self.period_gap = (topologies.period_gap(self.graphs, cfg.topology.mixing, cfg.algorithm.gossip_steps)
+                           if not self.algo.centralized and self.graphs.time_varying else None)
 
         self.client_data = ClientData(train_fed, self.device, cfg.seed, batch)
         self.steps = client_steps(cfg, self.algo, self.client_data.sizes, batch)
@@ -231,6 +235,7 @@ class Simulation:
         return {"train_loss": faults_mod.mean_loss(losses), "spectral_gap": gap,
                 "effective_gap": 1.0 - (1.0 - gap) ** q, "comm_mb": self.comm_mb,
                 "active_clients": int(active.sum()), "lr": lr, **extra,
+                **({"period_gap": self.period_gap} if self.period_gap is not None else {}),
                 **faults_mod.round_metrics(self, active, steps, bad),
                 "train_s": t1 - t0, "exchange_s": t2 - t1, **self.trainer.metrics()}
 

@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 import torch
 
+import topologies
+
 from dfl.simulation import Simulation
 from tests.conftest import small_config
 
@@ -147,3 +149,14 @@ def test_gpu_equals_cpu(algo, opt):
     g = run(small_config(**common, **{"engine.device": "cuda"}))
     c = run(small_config(**common, **{"engine.device": "cpu"}))
     assert_same(g, c)
+
+
+def test_time_varying_topology_records_the_gap_of_one_period():
+    cfg = small_config(**{"topology.name": "one_peer_exponential", "data.num_clients": 8,
+                          "algorithm.gossip_steps": 2})
+    h = run(cfg)
+    want = topologies.describe("one_peer_exponential", 8, q=2)["period_gap"]
+    assert 0 < want <= 1  # one period (log2 8 = 3 matchings) of the one-peer exponential graph mixes
+    assert all(r["period_gap"] == pytest.approx(want) for r in h)
+    assert all(r["spectral_gap"] == pytest.approx(0.0, abs=1e-12) for r in h)  # one matching per round
+    assert "period_gap" not in run(small_config())[-1]

@@ -15,7 +15,7 @@ from .errors import TopologyError, unknown_name
 from .generators import check_connected
 from .mixing import mixing_matrix, mixing_matrix_sparse, mixing_rules
 from .plotting import plot
-from .report import describe
+from .report import describe, period_gap
 from .spectra import (consensus_contraction, contraction_factor, effective_gap, eigenvalues,
                       second_largest_modulus, mixing_time, spectral_gap)
 from .timevarying import GraphSequence, constant_sequence
@@ -24,7 +24,7 @@ __all__ = [
     "GraphSequence", "TopologyError", "build", "build_sequence", "check_connected",
     "consensus_contraction", "constant_sequence", "contraction_factor", "describe",
     "effective_gap", "eigenvalues", "is_time_varying", "mixing_matrix",
-    "mixing_matrix_sparse", "mixing_rules", "mixing_time", "names", "plot",
+    "mixing_matrix_sparse", "mixing_rules", "mixing_time", "names", "period_gap", "plot",
     "second_largest_modulus", "sequence_for",
     "spectral_gap", "unknown_name",
 ]

@@ -30,8 +30,10 @@ def _diameter(G: nx.Graph) -> int | None:
     return int(nx.diameter(G, usebounds=n > 2))
 
 
-def _period_gap(seq, rule: str, q: int) -> float | None:
-    """1 - ||prod_t W_t^q - J/n||_2 over one period of a periodic sequence (small n only)."""
+def period_gap(seq, rule: str = "metropolis", q: int = 1) -> float | None:
+    """1 - ||prod_t W_t^q - J/n||_2 over one period of a periodic sequence (None: no period, or n
+    above DENSE_MAX). A single round of a time-varying graph (one matching) has gap 0; this is the
+    contraction of the consensus error over the rounds that make one period."""
     if not seq.period or seq.n > DENSE_MAX:
         return None
     P = np.eye(seq.n)
@@ -75,6 +77,6 @@ def describe(name: str, n: int, rule: str = "metropolis", q: int = 1, seed: int 
         "time_varying": tv, "period": None, "period_gap": None, "note": None,
     }
     if tv:
-        out.update(period=seq.period, period_gap=_period_gap(seq, rule, q),
+        out.update(period=seq.period, period_gap=period_gap(seq, rule, q),
                    note=f"time-varying: round 0 shown (period {seq.period or 'none: random'})")
     return out
