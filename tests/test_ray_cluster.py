@@ -84,11 +84,17 @@ def test_joins_an_existing_cluster_and_leaves_it_running(cluster, tmp_path):
     assert status.returncode == 0  # the driver only disconnected
 
 
+def default_sigint() -> None:
+    """In the child: Ctrl-C's default action. A background job of a non-interactive shell (CI run
+    with `&`) ignores SIGINT, and a child inherits that, so the signal would never arrive."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_stops_the_local_ray(tmp_path):
     out = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "dfl", "run", str(QUICKSTART), *SMALL, "--set", "rounds=1000",
                              "--set", "engine.backend=ray", "--out", str(out)],
-                            cwd=ROOT, env=env(), start_new_session=True,
+                            cwd=ROOT, env=env(), start_new_session=True, preexec_fn=default_sigint,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
