@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Optional
 
-from .base import EPS, OPTIMIZERS, Params, check, check_number, global_norm
+from .base import EPS, OPTIMIZERS, Params, check, check_number, global_norm, tree_axpy
 from .sam import SAM, FunctionalSAM, check_rho
 
 
@@ -52,6 +52,9 @@ class FunctionalASAM(FunctionalSAM):
 
     def perturbation(self, params: Params, grads: Params) -> Params:
         return asam_perturbation(params, grads, self.rho, self.eta)
+
+    def ascent(self, params: Params, grads: Params) -> Params:
+        return tree_axpy(1.0, self.perturbation(params, grads), params)
 
 
 class ASAM(SAM):

@@ -26,7 +26,6 @@ from .base import (
     check_number,
     global_norm,
     loss_and_grad,
-    tree_axpy,
 )
 from .sgd import FunctionalSGD
 from .shell import WrapperOptimizer
@@ -36,6 +35,12 @@ def sam_perturbation(grads: Params, rho: Any) -> Params:
     """e = rho * g / (||g||_2 + 1e-12), the norm taken over all parameters together."""
     scale = rho / (global_norm(grads) + EPS)
     return {k: g * scale for k, g in grads.items()}
+
+
+def sam_ascent(params: Params, grads: Params, rho: Any) -> Params:
+    """w + e with e = :func:`sam_perturbation` (grads, rho), one fused pass per leaf (addcmul)."""
+    scale = rho / (global_norm(grads) + EPS)
+    return {k: torch.addcmul(w, grads[k], scale) for k, w in params.items()}
 
 
 def check_rho(rho: Any) -> float:
@@ -65,14 +70,17 @@ class FunctionalSAM(FunctionalSGD):
     def perturbation(self, params: Params, grads: Params) -> Params:
         return sam_perturbation(grads, self.rho)
 
+    def ascent(self, params: Params, grads: Params) -> Params:
+        """The perturbed weights w + e where the second gradient is taken."""
+        return sam_ascent(params, grads, self.rho)
+
     def direction(self, g: Params, g_p: Params) -> Params:
         """Descent direction from the unperturbed (g) and perturbed (g_p) gradients."""
         return g_p
 
     def gradient(self, params: Params, state: State, obj: Objective) -> tuple[Params, State, Tensor]:
         g, loss, _ = loss_and_grad(obj, params)
-        e = self.perturbation(params, g)
-        g_p, _, _ = loss_and_grad(obj, tree_axpy(1.0, e, params))
+        g_p, _, _ = loss_and_grad(obj, self.ascent(params, g))
         return self.direction(g, g_p), state, loss
 
 

@@ -38,9 +38,9 @@ from typing import Any, Callable, Optional
 import torch
 from torch import Tensor
 
-from .base import OPTIMIZERS, Objective, Params, State, check, check_number, loss_and_grad, tree_axpy
+from .base import OPTIMIZERS, Objective, Params, State, check, check_number, loss_and_grad
 from .losses import kl_trajectory_loss
-from .sam import SAM, FunctionalSAM, check_rho, sam_perturbation
+from .sam import SAM, FunctionalSAM, check_rho, sam_ascent, sam_perturbation
 
 
 def tram_radius(logits: Tensor, ref_logits: Tensor, *, lam: Any, tau: Any, rho: Any,
@@ -94,8 +94,7 @@ class FunctionalTRAM(FunctionalSAM):
         g, loss, logits = loss_and_grad(obj, params)
         ref = obj.forward(state["ref"]).detach()
         radius = tram_radius(logits, ref, lam=self.lam, tau=self.tau, rho=self.rho, weight=obj.weight)
-        e = sam_perturbation(g, radius)
-        g_p, _, _ = loss_and_grad(obj, tree_axpy(1.0, e, params))
+        g_p, _, _ = loss_and_grad(obj, sam_ascent(params, g, radius))
         return g_p, state, loss
 
 
