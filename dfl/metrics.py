@@ -30,6 +30,8 @@ def consensus_distance(X: torch.Tensor) -> float:
     """
     X = X.reshape(X.shape[0], -1)
     n, d = X.shape
+    if torch.equal(X, X[:1].expand_as(X)):  # one float32 pass; after FedAvg or exact consensus
+        return 0.0
     # float64 throughout (Xi is tiny next to ||x||^2), converted a few rows at a time so that no
     # float64 copy of the bank is made and the converted rows stay in cache
     rows = max(1, CONSENSUS_BLOCK // max(1, d))

@@ -1,4 +1,6 @@
 """Gossip and consensus against closed forms (ring spectra, Xi after Q steps)."""
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -84,3 +86,13 @@ def test_sparse_gossip_over_column_blocks_equals_one_product(monkeypatch, graph)
     blocked = mix(X, S, steps=2)
     assert torch.equal(blocked, (S @ whole.reshape(n, -1)).reshape(X.shape))
     torch.testing.assert_close(blocked, torch.einsum("ij,jk,k...->i...", torch.as_tensor(W), torch.as_tensor(W), X))
+
+
+def test_consensus_distance_is_exactly_zero_for_equal_rows_and_matches_float64_otherwise():
+    row = torch.randn(1, 1000) * 0.1 + 0.3  # values whose float64 mean over 7 rows is inexact
+    assert consensus_distance(row.expand(7, -1).clone()) == 0.0
+    X = torch.randn(300, 5000)  # 300 rows in blocks of 52: the float64 reference, to rounding
+    ref = float(((X.double() - X.double().mean(0)) ** 2).sum(1).mean())
+    assert consensus_distance(X) == pytest.approx(ref, rel=1e-12)
+    X[3, 7] = float("nan")
+    assert math.isnan(consensus_distance(X))
