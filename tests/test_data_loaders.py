@@ -2,7 +2,9 @@
 import gzip
 import pickle
 import struct
+import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -209,3 +211,27 @@ def test_hf_without_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "flwr_datasets", None)
     with pytest.raises(DataError, match=r'pip install "dfl\[hf\]"'):
         load_dataset("hf:uoft-cs/cifar10", None, 0, 0.2)
+
+
+@pytest.mark.parametrize("seed,fraction", [(0, 0.2), (1, 0.25), (7, 0.5), (3, 0.1)])
+def test_digits_split_equals_scikit_learns(seed, fraction):
+    from sklearn.datasets import load_digits as sk_digits
+    from sklearn.model_selection import train_test_split
+
+    from dfl.data.datasets import load_digits
+
+    x, y = sk_digits(return_X_y=True)
+    x_tr, x_te, y_tr, y_te = train_test_split(x / 16.0, y, test_size=fraction, stratify=y, random_state=seed)
+    got = load_digits(seed=seed, test_fraction=fraction)
+    assert got[1].tolist() == y_tr.tolist() and got[3].tolist() == y_te.tolist()
+    mean, std = got[4]["mean"], got[4]["std"]  # undo the per-channel normalisation
+    restored = got[0].numpy().reshape(len(y_tr), -1) * np.asarray(std).reshape(-1)[0] + np.asarray(mean).reshape(-1)[0]
+    np.testing.assert_allclose(restored, x_tr, atol=1e-5)
+
+
+def test_digits_load_without_importing_scikit_learn():
+    code = ("import sys; from dfl.data.datasets import load_digits; load_digits(); "
+            "print('sklearn' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parent.parent)
+    assert out.stdout.strip() == "False"
