@@ -45,12 +45,32 @@ def test_descend_in_place_equals_pure_descend_per_client(hp, steps, mask):
     assert new_state["step"].tolist() == expect_step
 
 
+@pytest.mark.parametrize("hp", [dict(weight_decay=5e-4), dict(momentum=0.9, weight_decay=5e-4)])
+def test_descend_in_place_on_views_of_a_bank(hp):
+    """The engine's case: the weights are column slices of the (c, d) bank (not contiguous)."""
+    gen = torch.Generator().manual_seed(1)
+    opt = FunctionalSGD(**hp)
+    bank = torch.randn(5, 3 * 4 + 4 + 7, generator=gen)
+    params = {"w": bank[:, 2:14].view(5, 3, 4), "b": bank[:, 14:18]}
+    grads = {"w": torch.randn(5, 3, 4, generator=gen), "b": torch.randn(5, 4, generator=gen)}
+    bufs = {k: torch.randn(v.shape, generator=gen) for k, v in grads.items()} if opt.momentum else {}
+    state = {"momentum_buffer": bufs, "step": torch.tensor([3, 1, 2, 5, 4])}
+    want, _ = opt.descend({k: v.clone() for k, v in params.items()}, grads,
+                          {"momentum_buffer": {k: v.clone() for k, v in bufs.items()}, "step": torch.tensor(3)}, 0.2)
+    untouched = bank[:, [0, 1, 18, 19, 20, 21, 22]].clone()
+    opt.descend_(params, {k: v.clone() for k, v in grads.items()}, state, 0.2)
+    for k in params:
+        assert torch.equal(params[k], want[k]), k
+    assert torch.equal(bank[:, [0, 1, 18, 19, 20, 21, 22]], untouched)  # other columns kept
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
 @pytest.mark.parametrize("name", ["sgd", "sam", "asam", "gsam", "saf", "mesa", "tram"])
-def test_gradient_descend_after_descent_compose_to_step(name):
+def test_gradient_descend_after_descent_compose_to_step(name, momentum):
     """The engine's three parts (vmap(gradient), descend_, vmap(after_descent)) == vmap(step)."""
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(5, 6), torch.nn.ReLU(), torch.nn.Linear(6, 3))
-    opt = optim.make(name, momentum=0.9, weight_decay=1e-3)
+    opt = optim.make(name, momentum=momentum, weight_decay=1e-3)
     c, n = 3, 8
     one = {k: p.detach() for k, p in model.named_parameters()}
     state = vmap(lambda _: opt.init(one, num_samples=n, num_classes=3))(torch.zeros(c))
