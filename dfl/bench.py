@@ -26,11 +26,11 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 import topologies
 
 from .config import Config
+from .engines.serial import closure
 from .gossip import as_operator, mix
 
 
@@ -91,18 +91,8 @@ def pooled_time(cfg: Config, repeat: int) -> float:
 
     def one_round() -> None:
         for s in range(k):
-            _torch_step(model, opt, fed.x_train[idx[s]], fed.y_train[idx[s]])
+            opt.step(closure(model, opt, fed.x_train[idx[s]], fed.y_train[idx[s]]))
     return _timeit(one_round, repeat)
-
-
-def _torch_step(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> None:
-    """One step of a torch.optim optimizer with torch's closure convention (SAM calls it twice)."""
-    def closure():
-        opt.zero_grad()
-        loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        return loss
-    opt.step(closure)
 
 
 def papers_loop_time(cfg: Config, repeat: int) -> float:
@@ -141,7 +131,7 @@ def papers_loop_time(cfg: Config, repeat: int) -> float:
                 except StopIteration:
                     batches = iter(loaders[i])
                     x, y = next(batches)
-                _torch_step(local, opt, x, y)
+                opt.step(closure(local, opt, x, y))
             trained.append(copy.deepcopy(local.state_dict()))
         for i in range(n):
             states[i] = {key: sum(float(W[i, j]) * trained[j][key] for j in neighbours[i]) for key in trained[i]}

@@ -5,10 +5,9 @@ import time
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 import dfl.optim as optim
-from dfl.engines.serial import extra_loss
+from dfl.engines.serial import closure
 
 STEPS, BATCH, LR = 300, 64, 0.05
 THRESHOLD = 0.85  # test accuracy on 397 held-out digits; every method reaches >= 0.93
@@ -65,17 +64,7 @@ def test_trains_digits_cnn(name):
     t0 = time.perf_counter()
     for s in range(STEPS):
         idx = order[s * BATCH:(s + 1) * BATCH]
-        xb, yb = xtr[idx], ytr[idx]
-
-        def closure():
-            opt.zero_grad()
-            logits = model(xb)
-            loss = F.cross_entropy(logits, yb)
-            loss = loss + extra_loss(opt, logits, xb, idx)  # SAF / MESA terms, as the serial engine adds them
-            loss.backward()
-            return loss
-
-        opt.step(closure)
+        opt.step(closure(model, opt, xtr[idx], ytr[idx], idx))  # SAF / MESA terms as in the serial engine
     with torch.no_grad():
         acc = (model(xte).argmax(1) == yte).float().mean().item()
     print(f"{name}: test acc {acc:.3f} in {time.perf_counter() - t0:.1f}s")

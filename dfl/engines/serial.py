@@ -5,7 +5,7 @@ vectorized path: equal configs and seeds give equal metrics on both (tests check
 from __future__ import annotations
 
 import copy
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -37,6 +37,20 @@ def extra_loss(opt: torch.optim.Optimizer, logits: torch.Tensor, x: torch.Tensor
     if isinstance(opt, optim.TRAM):  # measures TRAM's radius; adds nothing to the loss
         return opt.observe(logits, x)
     return 0.0
+
+
+def closure(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+            index: Optional[torch.Tensor] = None) -> Callable[[], torch.Tensor]:
+    """torch's closure for one step of a client: clear the gradients, cross-entropy plus the term
+    the optimizer asks for (:func:`extra_loss`), backward; it returns the cross-entropy, detached
+    (the loss the functional optimizers report)."""
+    def run() -> torch.Tensor:
+        opt.zero_grad()
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
+        (loss + extra_loss(opt, logits, x, index)).backward()
+        return loss.detach()
+    return run
 
 
 @ENGINES.register("serial")
@@ -75,7 +89,7 @@ class SerialTrainer(Trainer):
             total = 0.0
             for k in range(int(steps[i])):
                 x, y, idx = self.data.x[glob[0, k]], self.data.y[glob[0, k]], local[0, k]
-                total += float(opt.step(self._closure(model, opt, x, y, idx)))
+                total += float(opt.step(closure(model, opt, x, y, idx)))
                 if corr is not None:
                     with torch.no_grad():
                         for (name, p) in model.named_parameters():
@@ -83,17 +97,6 @@ class SerialTrainer(Trainer):
             bank[i] = self.layout.row(model)
             losses[i] = total / max(int(steps[i]), 1)
         return bank, losses
-
-    @staticmethod
-    def _closure(model, opt, x, y, idx):
-        def closure():
-            opt.zero_grad()
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
-            total = loss + extra_loss(opt, logits, x, idx)
-            total.backward()
-            return loss.detach()
-        return closure
 
     def state_dict(self):
         return {"opt_state": [o.state_dict() if o is not None else None for o in self.opts]}

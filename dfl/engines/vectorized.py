@@ -146,7 +146,7 @@ class VectorizedTrainer(Trainer):
                     if mask is None:
                         w.sub_(lr * corr[name])
                     else:
-                        w.copy_(torch.where(mask.view(-1, *[1] * (w.dim() - 1)), w - lr * corr[name], w))
+                        w.copy_(_where(mask, w - lr * corr[name], w))
             if self._after is not None:
                 new_s = self._after(params, state)
                 state = new_s if mask is None else _where(mask, new_s, state)
