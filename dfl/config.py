@@ -33,12 +33,15 @@ class DataConfig:
     """Dataset, its federated split and where it lives."""
 
     name: str = "digits"
-    """Dataset: digits (embedded), synthetic, mnist, fashion_mnist, cifar10, cifar100, hf:<id>."""
+    """Dataset: digits (embedded), mnist1d (generated offline), synthetic, mnist, fashion_mnist,
+    cifar10, cifar100, hf:<id>."""
     root: Optional[str] = None
     """Directory holding the dataset files (MNIST IDX / CIFAR pickle batches)."""
     num_clients: int = 16
     partition: str = "dirichlet"
-    """Partitioner: iid, dirichlet, shards, quantity."""
+    """Partitioner: iid, dirichlet (per-class shares over clients, NIID-Bench), dirichlet_prior
+    (equal shard sizes, each client's label prior ~ Dir(alpha), as DisPFL / FL-Simulator), shards,
+    quantity."""
     alpha: float = 0.3
     """Dirichlet concentration (smaller = more label skew)."""
     min_size: int = 10
@@ -51,6 +54,9 @@ class DataConfig:
     """Fraction of a dataset without a test split held out as the global test set."""
     holdout_fraction: float = 0.1
     """Fraction of each client's shard held out to test its local model."""
+    augment: str = "none"
+    """Training-batch augmentation: none, or crop_flip (random crop with 4-pixel zero padding and
+    a horizontal flip, per sample, drawn from the client's counter stream; image data only)."""
     synthetic_alpha: float = 1.0
     synthetic_beta: float = 1.0
     synthetic_dim: int = 60
@@ -65,10 +71,14 @@ class DataConfig:
         _check("data.quantity_sigma", self.quantity_sigma >= 0, ">= 0", self.quantity_sigma)
         _check("data.test_fraction", 0 < self.test_fraction < 1, "in (0, 1)", self.test_fraction)
         _check("data.holdout_fraction", 0 <= self.holdout_fraction < 1, "in [0, 1)", self.holdout_fraction)
+        _check("data.augment", self.augment in AUGMENTS, f"one of {', '.join(AUGMENTS)}", self.augment)
         _check("data.synthetic_alpha", self.synthetic_alpha >= 0, ">= 0", self.synthetic_alpha)
         _check("data.synthetic_beta", self.synthetic_beta >= 0, ">= 0", self.synthetic_beta)
         _check("data.synthetic_dim", self.synthetic_dim >= 1, ">= 1", self.synthetic_dim)
         _check("data.synthetic_samples", self.synthetic_samples >= 2, ">= 2", self.synthetic_samples)
+
+
+AUGMENTS = ("none", "crop_flip")
 
 
 @dataclass(frozen=True)
@@ -79,9 +89,12 @@ class ModelConfig:
     """Model: logistic, mlp, cnn, resnet18 (GroupNorm)."""
     hidden: int = 200
     """Hidden width of the MLP."""
+    groups: int = 32
+    """GroupNorm groups of resnet18 / vgg11 (32 as in the DFedSAM paper)."""
 
     def __post_init__(self) -> None:
         _check("model.hidden", self.hidden >= 1, ">= 1", self.hidden)
+        _check("model.groups", self.groups >= 1, ">= 1", self.groups)
 
 
 @dataclass(frozen=True)
@@ -102,6 +115,11 @@ class LocalConfig:
     local_epochs: Optional[float] = None
     """Local epochs per round: steps = ceil(epochs * shard size / batch_size), per client."""
     batch_size: int = 32
+    reset_state: bool = True
+    """Start every round with a fresh optimizer state (momentum buffers, step counters, SAF/MESA
+    memories), as the reference code builds a new optimizer each round; false keeps the state."""
+    clip_grad_norm: float = 0.0
+    """Clip each step's descent direction to this global L2 norm (DisPFL uses 10); 0 = off."""
     # Method hyperparameters; unset = the method's published default (see dfl.optim).
     rho: Optional[float] = None
     """SAM-family radius (SAM/GSAM 0.05, ASAM 0.5)."""
@@ -109,6 +127,12 @@ class LocalConfig:
     """ASAM's T_w = |w| + eta (0.01)."""
     alpha: Optional[float] = None
     """GSAM's surrogate-gap weight (0.2)."""
+    rho_min: Optional[float] = None
+    """GSAM: rho follows the learning rate from rho (at local.lr) down to rho_min (at lr 0), as
+    the reference's ProportionScheduler; unset = rho (constant)."""
+    adaptive_bias: Optional[bool] = None
+    """ASAM: apply T_w = |w| + eta to biases and norm parameters too (default false: weight
+    tensors only, as SamsungLabs/ASAM)."""
     lam: Optional[float] = None
     """SAF / MESA weight of the trajectory (KL) loss (SAF 0.3, MESA 0.8)."""
     tau: Optional[float] = None
@@ -119,6 +143,8 @@ class LocalConfig:
     """MESA's EMA decay of the weights (0.9998)."""
     warmup_steps: Optional[int] = None
     """MESA: steps before the trajectory loss starts (0)."""
+    warmup_rounds: Optional[int] = None
+    """MESA: rounds before the trajectory loss starts (the reference's kl_start_epoch; 0)."""
 
     def __post_init__(self) -> None:
         _check("local.lr", self.lr > 0, "> 0", self.lr)
@@ -129,10 +155,12 @@ class LocalConfig:
         if self.local_epochs is not None:
             _check("local.local_epochs", self.local_epochs > 0, "> 0", self.local_epochs)
         _check("local.batch_size", self.batch_size >= 1, ">= 1", self.batch_size)
+        _check("local.clip_grad_norm", self.clip_grad_norm >= 0, ">= 0 (0 = off)", self.clip_grad_norm)
         for key, ok, allowed in (("rho", lambda v: v >= 0, ">= 0"), ("eta", lambda v: v >= 0, ">= 0"),
                                  ("alpha", lambda v: v >= 0, ">= 0"), ("lam", lambda v: v >= 0, ">= 0"),
                                  ("tau", lambda v: v > 0, "> 0"), ("saf_epochs", lambda v: v >= 1, ">= 1"),
                                  ("ema_decay", lambda v: 0 <= v < 1, "in [0, 1)"),
+                                 ("rho_min", lambda v: v >= 0, ">= 0"), ("warmup_rounds", lambda v: v >= 0, ">= 0"),
                                  ("warmup_steps", lambda v: v >= 0, ">= 0")):
             value = getattr(self, key)
             if value is not None:
@@ -154,7 +182,10 @@ class AlgorithmConfig:
     participation: float = 1.0
     """Fraction of clients active in a round; inactive ones keep their model and still relay."""
     beta: float = 0.9
-    """Momentum of DFedAvgM's local SGD and MoFedSAM's mixing of the global update."""
+    """Momentum of DFedAvgM's local SGD."""
+    mofedsam_alpha: float = 0.1
+    """MoFedSAM: weight of the local SAM gradient in its direction alpha * g + (1 - alpha) * Delta
+    (FL-Simulator's default 0.1)."""
     server_lr: float = 1.0
     """Server step size of the centralized baselines (1 = plain averaging)."""
 
@@ -163,6 +194,7 @@ class AlgorithmConfig:
         _check("algorithm.participation", 0 < self.participation <= 1, "in (0, 1]", self.participation)
         _check("algorithm.beta", 0 <= self.beta < 1, "in [0, 1)", self.beta)
         _check("algorithm.server_lr", self.server_lr > 0, "> 0", self.server_lr)
+        _check("algorithm.mofedsam_alpha", 0 < self.mofedsam_alpha <= 1, "in (0, 1]", self.mofedsam_alpha)
 
 
 @dataclass(frozen=True)

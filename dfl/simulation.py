@@ -20,7 +20,7 @@ from . import models, optim, rng
 from .algorithms import ALGORITHMS, RoundContext
 from .bank import Layout
 from .config import Config
-from .engines import ENGINES, ClientData, pad_indices
+from .engines import ENGINES, ClientData, LocalOptions, pad_indices
 from .errors import ConfigError
 from .gossip import DENSE_MAX_N, as_operator
 from .metrics import consensus_distance, evaluate, evaluate_clients, sharpness
@@ -48,10 +48,17 @@ def optimizer_hparams(cfg: Config, overrides: dict[str, Any]) -> dict[str, Any]:
     """The local optimizer's hyperparameters from [local], restricted to what it accepts."""
     loc = cfg.local
     candidates = {k: getattr(loc, k) for k in ("momentum", "nesterov", "weight_decay", "rho", "eta", "alpha",
-                                               "lam", "tau", "saf_epochs", "ema_decay", "warmup_steps")}
+                                               "rho_min", "adaptive_bias", "lam", "tau", "saf_epochs",
+                                               "ema_decay", "warmup_steps", "warmup_rounds")}
     candidates.update(overrides)
     accepted = optim.hyperparameters(loc.optimizer)
     return {k: v for k, v in candidates.items() if k in accepted and v is not None}
+
+
+def local_options(cfg: Config) -> LocalOptions:
+    """The engines' view of [local] beyond the optimizer's hyperparameters."""
+    return LocalOptions(lr_max=cfg.local.lr, reset_state=cfg.local.reset_state,
+                        clip_grad_norm=cfg.local.clip_grad_norm)
 
 
 def pool(fed: data_mod.FederatedData) -> data_mod.FederatedData:
@@ -74,7 +81,8 @@ def build_model(cfg: Config, input_shape: tuple[int, ...], num_classes: int) -> 
     """The run's initial model, the same for every client: seeded by cfg.seed on a forked RNG."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        return models.build(cfg.model.name, input_shape, num_classes, hidden=cfg.model.hidden)
+        return models.build(cfg.model.name, input_shape, num_classes, hidden=cfg.model.hidden,
+                            groups=cfg.model.groups)
 
 
 def client_steps(cfg: Config, algo: Any, sizes: np.ndarray, batch: int) -> np.ndarray:
@@ -124,7 +132,7 @@ class Simulation:
         hp = optimizer_hparams(cfg, self.algo.optimizer_overrides())
         trainer_cls = ENGINES[cfg.engine.backend]
         self.trainer = trainer_cls(self.model, self.layout, self.client_data, cfg.local.optimizer, hp,
-                                   self.device, cfg.engine.chunk_size)
+                                   self.device, cfg.engine.chunk_size, local=local_options(cfg))
         self.schedule = optim.schedule(cfg.local.schedule, cfg.local.lr, decay=cfg.local.lr_decay,
                                        total_rounds=cfg.rounds)
         row = self.layout.row(self.model).to(self.device)

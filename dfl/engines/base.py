@@ -11,18 +11,38 @@ each client (nan when it did not train). Per-client optimizer state stays inside
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np
 import torch
 
-from .. import rng
+from .. import optim, rng
 from ..algorithms import Correction
 from ..bank import Layout
 from ..data import FederatedData
 from ..registry import Registry
 
 ENGINES: Registry = Registry("engine backend")
+
+
+@dataclass(frozen=True)
+class LocalOptions:
+    """How local training runs, beyond the optimizer's own hyperparameters (from ``[local]``).
+
+    Attributes:
+        lr_max: the configured learning rate (``local.lr``), the schedule's peak; methods that
+            follow the learning rate (GSAM's rho_t) read it through ``dfl.optim.Progress``.
+            0: the round's own learning rate is the peak.
+        reset_state: every round starts from a fresh optimizer state (``opt.init`` at the
+            round-start weights), as the reference code builds a new optimizer per round.
+        clip_grad_norm: the descent direction of every step is clipped to this global L2 norm
+            (``torch.nn.utils.clip_grad_norm_`` after backward, as DisPFL); 0 = off.
+    """
+
+    lr_max: float = 0.0
+    reset_state: bool = True
+    clip_grad_norm: float = 0.0
 
 
 def pad_indices(parts: list[torch.Tensor], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -77,6 +97,11 @@ class ClientData:
         rows = torch.as_tensor(clients, device=self.shards.device).view(-1, 1, 1)
         return local_t, self.shards[rows, local_t]
 
+    def inputs(self, glob: torch.Tensor, clients: np.ndarray, round_: int, step: int) -> torch.Tensor:
+        """The training inputs of the samples ``glob`` ((len(clients), B) global indices) that the
+        clients (rows of this ClientData) see at local step ``step`` of round ``round_``."""
+        return self.x[glob]
+
 
 class Trainer:
     """Interface of the engines (see the module docstring).
@@ -89,10 +114,16 @@ class Trainer:
     owns_bank: bool = False
 
     def __init__(self, model: torch.nn.Module, layout: Layout, data: ClientData, optimizer: str,
-                 hparams: dict[str, Any], device: torch.device, chunk_size: int = 0):
+                 hparams: dict[str, Any], device: torch.device, chunk_size: int = 0,
+                 local: LocalOptions = LocalOptions()):
         self.model, self.layout, self.data = model, layout, data
         self.optimizer, self.hparams, self.device = optimizer, hparams, device
         self.chunk_size = chunk_size
+        self.local = local
+
+    def progress(self, lr: float, round_: int) -> "optim.Progress":
+        """The run's position handed to the optimizer's gradient this round."""
+        return optim.Progress(lr=lr, lr_max=self.local.lr_max or lr, round=round_)
 
     def train(self, bank: torch.Tensor, active: np.ndarray, steps: np.ndarray, lr: float,
               round_: int, correction: Optional[Correction]) -> tuple[torch.Tensor, np.ndarray]:

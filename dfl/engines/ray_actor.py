@@ -76,7 +76,7 @@ class ClientBlock:
         self.model = spec["model"].to(self.device)
         self.layout = spec["layout"]
         self.trainer = VectorizedTrainer(self.model, self.layout, data, spec["optimizer"], spec["hparams"],
-                                         self.device, spec["chunk_size"])
+                                         self.device, spec["chunk_size"], local=spec["local"])
         self.eval: Optional[tuple[torch.Tensor, ...]] = None
         if spec["eval"] is not None:
             ex, ey, eparts = spec["eval"]

@@ -202,7 +202,7 @@ class RayTrainer(Trainer):
         d = self.data
         parts = [d.shards[i, :int(d.sizes[i])].cpu() for i in range(d.n)]
         return {"model": copy.deepcopy(self.model).cpu(),
-                "layout": self.layout, "optimizer": self.optimizer, "hparams": self.hparams,
+                "layout": self.layout, "optimizer": self.optimizer, "hparams": self.hparams, "local": self.local,
                 "chunk_size": self.chunk_size, "seed": d.seed, "batch_size": d.batch_size,
                 "num_classes": d.num_classes, "x": d.x.cpu(), "y": d.y.cpu(), "train_parts": parts,
                 "eval": self.eval_sets, "device": self.engine.device,

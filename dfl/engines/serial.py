@@ -17,8 +17,13 @@ from .base import ENGINES, Trainer
 
 
 def torch_optimizer(name: str, model: torch.nn.Module, *, lr: float, num_samples: int,
-                    num_classes: int, **hp: Any) -> torch.optim.Optimizer:
-    """The torch.optim class of optimizer `name` over a client's model (same hyperparameters)."""
+                    num_classes: int, clip_grad_norm: float = 0.0, **hp: Any) -> torch.optim.Optimizer:
+    """The torch.optim class of optimizer `name` over a client's model (same hyperparameters).
+
+    ``clip_grad_norm`` goes to the descent step (dfl.optim.SGD, the base of every wrapper): the
+    direction it descends along is clipped, as the functional engines clip theirs."""
+    if clip_grad_norm:
+        hp = {**hp, "clip_grad_norm": clip_grad_norm}
     if name in ("mesa", "tram"):
         return {"mesa": optim.MESA, "tram": optim.TRAM}[name](model, lr=lr, **hp)
     if name == "saf":
@@ -62,25 +67,31 @@ class SerialTrainer(Trainer):
         self.models: list[Optional[torch.nn.Module]] = [None] * self.data.n
         self.opts: list[Optional[torch.optim.Optimizer]] = [None] * self.data.n
 
-    def _client(self, i: int, lr: float) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    def _client(self, i: int, lr: float, fresh: bool = False) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+        """Client i's model and optimizer; ``fresh`` builds a new optimizer (reset_state)."""
         if self.models[i] is None:
-            model = copy.deepcopy(self.model).to(self.device)
-            self.models[i] = model
+            self.models[i] = copy.deepcopy(self.model).to(self.device)
+        if self.opts[i] is None or fresh:
+            model = self.models[i]
             self.opts[i] = torch_optimizer(
                 self.optimizer, model, lr=lr, num_samples=int(self.data.sizes.max()),
-                num_classes=self.data.num_classes, **self.hparams)
+                num_classes=self.data.num_classes, clip_grad_norm=self.local.clip_grad_norm, **self.hparams)
         return self.models[i], self.opts[i]
 
     def train(self, bank, active, steps, lr, round_, correction: Optional[Correction]):
         losses = np.full(self.data.n, np.nan)
         step_lr = lr * (correction.lr_scale if correction else 1.0)
+        progress = self.progress(lr, round_)
         for i in np.flatnonzero(active):
-            model, opt = self._client(int(i), step_lr)
-            self.layout.load_row(model, bank[i])
+            model = self._client(int(i), step_lr)[0]
+            self.layout.load_row(model, bank[i])  # before a fresh optimizer: MESA/TRAM copy the weights
+            opt = self._client(int(i), step_lr, fresh=self.local.reset_state)[1]
             for group in opt.param_groups:
                 group["lr"] = step_lr
             if hasattr(opt, "begin_round"):
                 opt.begin_round()
+            if hasattr(opt, "set_progress"):  # methods that follow the run (GSAM's rho_t, MESA's warm-up)
+                opt.set_progress(progress)
             local, glob = self.data.batches(np.array([i]), round_, int(steps[i]))
             corr = None
             if correction is not None:
@@ -88,7 +99,8 @@ class SerialTrainer(Trainer):
                 corr = self.layout.unflatten((d if d.dim() == 1 else d[i]).reshape(1, -1).to(self.device))
             total = 0.0
             for k in range(int(steps[i])):
-                x, y, idx = self.data.x[glob[0, k]], self.data.y[glob[0, k]], local[0, k]
+                x = self.data.inputs(glob[:, k], np.array([i]), round_, k)[0]
+                y, idx = self.data.y[glob[0, k]], local[0, k]
                 total += float(opt.step(closure(model, opt, x, y, idx)))
                 if corr is not None:
                     with torch.no_grad():

@@ -35,6 +35,16 @@ def _where(mask: torch.Tensor, new: Any, old: Any) -> Any:
     return tree_map(pick, new, old)
 
 
+def clip_rows_(grads: dict[str, torch.Tensor], max_norm: float) -> None:
+    """Scale each client's direction (row of the (c, *shape) leaves) to global L2 norm at most
+    ``max_norm``, in place: torch.nn.utils.clip_grad_norm_'s rule, g * min(1, max / (||g|| + 1e-6))."""
+    norms = torch.linalg.vector_norm(
+        torch.stack([torch.linalg.vector_norm(g.flatten(1), dim=1) for g in grads.values()], 1), dim=1)
+    scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+    for g in grads.values():
+        g.mul_(scale.view(-1, *([1] * (g.dim() - 1))))
+
+
 def free_memory(device: torch.device) -> int:
     """Bytes free on the device (CUDA: mem_get_info; CPU: MemAvailable)."""
     if device.type == "cuda":
@@ -76,7 +86,7 @@ class VectorizedTrainer(Trainer):
         super().__init__(*args, **kwargs)
         if self.device.type == "cpu":
             malloc.tune()  # step tensors reused from the heap instead of fresh mmap'd pages
-        self.opt = optim.make(self.optimizer, **self.hparams)
+        opt = self.opt = optim.make(self.optimizer, **self.hparams)
         n, dim = self.data.n, self.layout.size
         if not self.chunk_size:
             per_client = 4 * (12 * dim + 4 * self.data.batch_size
@@ -84,14 +94,18 @@ class VectorizedTrainer(Trainer):
             self.chunk_size = int(max(1, min(n, MEMORY_FRACTION * free_memory(self.device) // per_client)))
         # Every client starts from the model's initial weights (MESA's EMA starts there too).
         params = {k: p.detach() for k, p in self.model.named_parameters()}
-        one = self.opt.init(params,
-                            num_samples=int(self.data.sizes.max()), num_classes=self.data.num_classes)
-        self.state = tree_map(lambda t: t.unsqueeze(0).repeat(n, *([1] * t.dim())).clone(), one)
+        init_kw = dict(num_samples=int(self.data.sizes.max()), num_classes=self.data.num_classes)
+        one = self.opt.init(params, **init_kw)
+        # reset_state: a fresh state per round and chunk (opt.init at the round-start rows), none kept
+        self.state = (None if self.local.reset_state
+                      else tree_map(lambda t: t.unsqueeze(0).repeat(n, *([1] * t.dim())).clone(), one))
+        self._init = vmap(lambda p: opt.init(p, **init_kw))
+        self._progress: Optional[optim.Progress] = None
         model, opt = self.model, self.opt
 
         def client_gradient(p, s, x, y, index):
             obj = optim.Objective(forward=lambda q: functional_call(model, q, (x,)), targets=y, index=index)
-            return opt.gradient(p, s, obj)
+            return opt.gradient(p, s, obj, self._progress)
 
         # a step = vmap(gradient), then the SGD descent in place on the bank's rows (elementwise,
         # so it needs no vmap), then vmap(after_descent) where the optimizer has one (MESA)
@@ -105,6 +119,7 @@ class VectorizedTrainer(Trainer):
         losses = np.full(n, np.nan)
         kmax = int(steps[active].max()) if active.any() else 0
         step_lr = lr * (correction.lr_scale if correction else 1.0)
+        self._progress = self.progress(lr, round_)
         for start in range(0, n, self.chunk_size):
             clients = np.arange(start, min(n, start + self.chunk_size))
             if not active[clients].any():
@@ -117,7 +132,10 @@ class VectorizedTrainer(Trainer):
         sl = slice(int(clients[0]), int(clients[-1]) + 1)
         dev = self.device
         params = self.layout.unflatten(bank[sl])  # views: the descent writes into the bank's rows
-        state = tree_map(lambda t: t[sl], self.state)
+        if self.state is None:  # reset_state: the reference code's fresh optimizer every round
+            state = tree_map(lambda t: t.contiguous(), self._init(params))
+        else:
+            state = tree_map(lambda t: t[sl], self.state)
         state = self._begin(params, state)
         local, glob = self.data.batches(clients, round_, kmax)
         act_np, todo_np = active[clients], steps[clients]
@@ -131,7 +149,10 @@ class VectorizedTrainer(Trainer):
         loss_sum = torch.zeros(len(clients), dtype=torch.float64, device=dev)
         for k in range(kmax):
             g = glob[:, k]
-            grads, new_s, loss = self._gradient(params, state, self.data.x[g], self.data.y[g], local[:, k])
+            x = self.data.inputs(g, clients, round_, k)
+            grads, new_s, loss = self._gradient(params, state, x, self.data.y[g], local[:, k])
+            if self.local.clip_grad_norm:
+                clip_rows_(grads, self.local.clip_grad_norm)
             if (act_np & (k < todo_np)).all():  # the common case: no client to hold back
                 mask = None
                 state = new_s
@@ -150,7 +171,8 @@ class VectorizedTrainer(Trainer):
             if self._after is not None:
                 new_s = self._after(params, state)
                 state = new_s if mask is None else _where(mask, new_s, state)
-        tree_map(lambda full, part: full[sl].copy_(part), self.state, state)
+        if self.state is not None:
+            tree_map(lambda full, part: full[sl].copy_(part), self.state, state)
         out = (loss_sum / todo.clamp(min=1)).cpu().numpy()
         out[~active[clients]] = np.nan
         return out
@@ -159,4 +181,5 @@ class VectorizedTrainer(Trainer):
         return {"opt_state": self.state}
 
     def load_state_dict(self, state):
-        tree_map(lambda full, saved: full.copy_(saved), self.state, state["opt_state"])
+        if self.state is not None:
+            tree_map(lambda full, saved: full.copy_(saved), self.state, state["opt_state"])

@@ -30,7 +30,7 @@ from ..engines import ClientData
 from ..engines.serial import SerialTrainer
 from ..errors import DataError
 from ..metrics import evaluate
-from ..simulation import build_model, client_steps, optimizer_hparams
+from ..simulation import build_model, client_steps, local_options, optimizer_hparams
 from .settings import Node
 
 
@@ -109,7 +109,8 @@ class LocalClient:
         self.data = OneClientData(shard, self.device, cfg.seed, cfg.local.batch_size)
         algo = ALGORITHMS[cfg.algorithm.name](cfg, cfg.data.num_clients, 1)
         hp = optimizer_hparams(cfg, algo.optimizer_overrides())
-        self.trainer = SerialTrainer(self.model, self.layout, self.data, cfg.local.optimizer, hp, self.device)
+        self.trainer = SerialTrainer(self.model, self.layout, self.data, cfg.local.optimizer, hp, self.device,
+                                     local=local_options(cfg))
         self.steps = int(client_steps(cfg, algo, np.array([len(shard.y_train)]), cfg.local.batch_size)[0])
         self.schedule = optim.schedule(cfg.local.schedule, cfg.local.lr, decay=cfg.local.lr_decay,
                                        total_rounds=cfg.rounds)

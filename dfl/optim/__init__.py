@@ -18,7 +18,7 @@ Learning-rate schedules over rounds: ``dfl.optim.schedule(name, lr, ...)``.
 """
 from . import functional
 from .asam import ASAM
-from .base import OPTIMIZERS, FunctionalOptimizer, Objective, hyperparameters, make
+from .base import OPTIMIZERS, FunctionalOptimizer, Objective, Progress, hyperparameters, make
 from .gsam import GSAM
 from .losses import cross_entropy, kl_trajectory_loss
 from .mesa import MESA
@@ -29,7 +29,7 @@ from .sgd import SGD
 from .tram import TRAM
 
 __all__ = [
-    "OPTIMIZERS", "SCHEDULES", "FunctionalOptimizer", "Objective", "make", "hyperparameters",
+    "OPTIMIZERS", "SCHEDULES", "FunctionalOptimizer", "Objective", "Progress", "make", "hyperparameters",
     "schedule",
     "functional", "cross_entropy", "kl_trajectory_loss",
     "SGD", "SAM", "ASAM", "GSAM", "SAF", "MESA", "TRAM",

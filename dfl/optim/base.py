@@ -33,6 +33,21 @@ OPTIMIZERS: Registry = Registry("optimizer")
 """Name -> functional optimizer class ("sgd", "sam", "asam", "gsam", "saf", "mesa")."""
 
 
+class Progress(NamedTuple):
+    """Where the run stands, for methods whose step depends on it (python numbers, constant over
+    a round's local steps; the engines pass it to ``gradient``).
+
+    Attributes:
+        lr: this round's learning rate (after the schedule).
+        lr_max: the configured learning rate (``local.lr``), the schedule's peak.
+        round: the round, from 0.
+    """
+
+    lr: float
+    lr_max: float
+    round: int
+
+
 class Objective(NamedTuple):
     """One client's loss on one batch, as the optimizer sees it.
 

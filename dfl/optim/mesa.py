@@ -18,7 +18,7 @@ from typing import Any, Callable, Optional
 import torch
 from torch import Tensor
 
-from .base import OPTIMIZERS, Objective, Params, State, check, check_number, loss_and_grad
+from .base import OPTIMIZERS, Objective, Params, Progress, State, check, check_number, loss_and_grad
 from .losses import kl_trajectory_loss
 from .saf import validate_trajectory
 from .sgd import FunctionalSGD
@@ -64,7 +64,8 @@ class FunctionalMESA(FunctionalSGD):
     def init(self, params: Params, *, num_samples: int = 0, num_classes: int = 0) -> State:
         return {**super().init(params), "ema": {k: v.detach().clone() for k, v in params.items()}}
 
-    def gradient(self, params: Params, state: State, obj: Objective) -> tuple[Params, State, Tensor]:
+    def gradient(self, params: Params, state: State, obj: Objective,
+                 progress: Optional[Progress] = None) -> tuple[Params, State, Tensor]:
         ref = obj.forward(state["ema"]).detach()
         on = (state["step"] >= self.warmup_steps).to(ref.dtype)
         weight = on * self.lam

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError
-from .base import OPTIMIZERS, Objective, Params, State, check, check_number, loss_and_grad
+from .base import OPTIMIZERS, Objective, Params, Progress, State, check, check_number, loss_and_grad
 from .losses import kl_trajectory_loss
 from .sgd import FunctionalSGD
 from .shell import WrapperOptimizer
@@ -102,7 +102,8 @@ class FunctionalSAF(FunctionalSGD):
         return {**super().init(params),
                 **saf_memory(num_samples, num_classes, self.saf_epochs, like)}
 
-    def gradient(self, params: Params, state: State, obj: Objective) -> tuple[Params, State, Tensor]:
+    def gradient(self, params: Params, state: State, obj: Objective,
+                 progress: Optional[Progress] = None) -> tuple[Params, State, Tensor]:
         if obj.index is None:
             raise ConfigError("saf: the objective needs sample ids (Objective.index), got None")
         ref, valid = saf_read(state["memory"], state["count"], obj.index)

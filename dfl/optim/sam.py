@@ -21,6 +21,7 @@ from .base import (
     OPTIMIZERS,
     Objective,
     Params,
+    Progress,
     State,
     check,
     check_number,
@@ -78,7 +79,8 @@ class FunctionalSAM(FunctionalSGD):
         """Descent direction from the unperturbed (g) and perturbed (g_p) gradients."""
         return g_p
 
-    def gradient(self, params: Params, state: State, obj: Objective) -> tuple[Params, State, Tensor]:
+    def gradient(self, params: Params, state: State, obj: Objective,
+                 progress: Optional[Progress] = None) -> tuple[Params, State, Tensor]:
         g, loss, _ = loss_and_grad(obj, params)
         g_p, _, _ = loss_and_grad(obj, self.ascent(params, g))
         return self.direction(g, g_p), state, loss

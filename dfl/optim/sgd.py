@@ -23,6 +23,7 @@ from .base import (
     FunctionalOptimizer,
     Objective,
     Params,
+    Progress,
     State,
     check,
     check_lr,
@@ -185,7 +186,8 @@ class FunctionalSGD(FunctionalOptimizer):
                     **self.sgd_hparams())
         return {**state, "step": step + (1 if mask is None else mask.to(step.dtype))}
 
-    def gradient(self, params: Params, state: State, obj: Objective) -> tuple[Params, State, Tensor]:
+    def gradient(self, params: Params, state: State, obj: Objective,
+                 progress: Optional[Progress] = None) -> tuple[Params, State, Tensor]:
         """Everything of a step before the SGD descent: (direction to descend along, state updated
         by what the gradient evaluations saw, loss at ``params``). SAM and the others override it."""
         grads, loss, _ = loss_and_grad(obj, params)
@@ -195,9 +197,10 @@ class FunctionalSGD(FunctionalOptimizer):
         """State updates that read the new weights (MESA's EMA); none for SGD."""
         return state
 
-    def step(self, params: Params, state: State, obj: Objective, lr: Any) -> tuple[Params, State, Tensor]:
+    def step(self, params: Params, state: State, obj: Objective, lr: Any,
+             progress: Optional[Progress] = None) -> tuple[Params, State, Tensor]:
         """gradient, then descend, then after_descent (pure: returns new tensors)."""
-        grads, state, loss = self.gradient(params, state, obj)
+        grads, state, loss = self.gradient(params, state, obj, progress)
         params, state = self.descend(params, grads, state, lr)
         return params, self.after_descent(params, state), loss
 
@@ -210,6 +213,8 @@ class SGD(torch.optim.Optimizer):
         params: iterable of parameters or param groups.
         lr: learning rate > 0 (default 1e-3, as torch).
         momentum, dampening, weight_decay, nesterov: see the module docstring.
+        clip_grad_norm: > 0 clips the gradients to this global L2 norm before the update
+            (``torch.nn.utils.clip_grad_norm_``); 0 = off.
 
     Example::
 
@@ -218,12 +223,16 @@ class SGD(torch.optim.Optimizer):
     """
 
     def __init__(self, params: Iterable, lr: float = 1e-3, momentum: float = 0.0,
-                 dampening: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False):
+                 dampening: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False,
+                 clip_grad_norm: float = 0.0):
         check_lr(lr)
         validate_sgd(momentum, dampening, nesterov, weight_decay)
+        check("clip_grad_norm", check_number("clip_grad_norm", clip_grad_norm) >= 0, ">= 0 (0 = off)",
+              clip_grad_norm)
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening,
                         weight_decay=weight_decay, nesterov=nesterov)
         super().__init__(params, defaults)
+        self.clip_grad_norm = float(clip_grad_norm)
 
     @torch.no_grad()
     def step(self, closure: Optional[Any] = None) -> Optional[Tensor]:
@@ -232,6 +241,9 @@ class SGD(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        if self.clip_grad_norm:  # the direction, before weight decay and momentum (as DisPFL)
+            torch.nn.utils.clip_grad_norm_(
+                [p for g in self.param_groups for p in g["params"] if p.grad is not None], self.clip_grad_norm)
         for group in self.param_groups:
             hp = {k: group[k] for k in ("momentum", "dampening", "nesterov", "weight_decay")}
             for p in group["params"]:

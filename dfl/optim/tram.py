@@ -38,7 +38,7 @@ from typing import Any, Callable, Optional
 import torch
 from torch import Tensor
 
-from .base import OPTIMIZERS, Objective, Params, State, check, check_number, loss_and_grad
+from .base import OPTIMIZERS, Objective, Params, Progress, State, check, check_number, loss_and_grad
 from .losses import kl_trajectory_loss
 from .sam import SAM, FunctionalSAM, check_rho, sam_ascent, sam_perturbation
 
@@ -90,7 +90,8 @@ class FunctionalTRAM(FunctionalSAM):
         """The reference becomes the weights the client starts the round with."""
         return {**state, "ref": {k: v.detach().clone() for k, v in params.items()}}
 
-    def gradient(self, params: Params, state: State, obj: Objective) -> tuple[Params, State, Tensor]:
+    def gradient(self, params: Params, state: State, obj: Objective,
+                 progress: Optional[Progress] = None) -> tuple[Params, State, Tensor]:
         g, loss, logits = loss_and_grad(obj, params)
         ref = obj.forward(state["ref"]).detach()
         radius = tram_radius(logits, ref, lam=self.lam, tau=self.tau, rho=self.rho, weight=obj.weight)
