@@ -41,9 +41,14 @@ class RoundContext:
 
 @dataclass(frozen=True)
 class Correction:
-    """A per-step change of the local update: p <- step(p; lr * lr_scale) - lr * direction."""
+    """A per-step change of the local descent direction, before clipping, weight decay and
+    momentum: d <- grad_scale * d + direction, then the optimizer's step along d.
 
-    lr_scale: float
+    MoFedSAM's client momentum (FL-Simulator client/mofedsam.py: the perturbed loss scaled by
+    alpha, plus (1 - alpha) <w, Delta> whose gradient is (1 - alpha) Delta, then the clip and the
+    SGD step with weight decay at w)."""
+
+    grad_scale: float
     direction: torch.Tensor       # (d,) or (n, d)
 
 
@@ -142,13 +147,15 @@ class ServerAveraging(Algorithm):
     def aggregate(self, before, after, ctx):
         active = after[ctx.active]
         drift = consensus_distance(active)
-        new = self.global_row + self.cfg.algorithm.server_lr * (active.mean(0) - self.global_row)
-        self.on_update(new - self.global_row, ctx)
+        mean_update = active.mean(0) - self.global_row
+        new = self.global_row + self.cfg.algorithm.server_lr * mean_update
+        self.on_update(mean_update, ctx)
         self.global_row = new
         return new.expand_as(after).clone(), {"drift": drift}
 
-    def on_update(self, delta: torch.Tensor, ctx: RoundContext) -> None:
-        """Hook for algorithms that keep the server's last update (MoFedSAM)."""
+    def on_update(self, mean_update: torch.Tensor, ctx: RoundContext) -> None:
+        """Hook for algorithms that keep the round's mean client update, mean_i(x_i) - x, before
+        the server learning rate (MoFedSAM)."""
 
     def comm_mb(self, ctx, model_bytes):
         return server_mb(int(ctx.active.sum()), model_bytes)

@@ -151,7 +151,7 @@ class ClientBlock:
         sl = slice(self.lo, self.hi)
         if correction is not None:
             d = correction.direction
-            correction = Correction(correction.lr_scale, d if d.dim() == 1 else d[sl])
+            correction = Correction(correction.grad_scale, d if d.dim() == 1 else d[sl])
         rows = self.rows(terms).clone()
         rows, losses = self.trainer.train(rows, active[sl], steps[sl], lr, round_, correction)
         losses[~finite_rows(rows).cpu().numpy()] = np.nan

@@ -261,7 +261,7 @@ class RayTrainer(Trainer):
         return (result if isinstance(bank, RayBank) else result.cpu().to(bank.device)), losses
 
     def _train(self, out, terms, active, steps, lr, round_, correction) -> np.ndarray:
-        corr = correction and type(correction)(correction.lr_scale, correction.direction.cpu())
+        corr = correction and type(correction)(correction.grad_scale, correction.direction.cpu())
         refs = [a.train.remote(out, terms, active, steps, lr, round_, corr) for a in self.actors]
         return np.concatenate(ray.get(refs))
 

@@ -80,32 +80,30 @@ class SerialTrainer(Trainer):
 
     def train(self, bank, active, steps, lr, round_, correction: Optional[Correction]):
         losses = np.full(self.data.n, np.nan)
-        step_lr = lr * (correction.lr_scale if correction else 1.0)
         progress = self.progress(lr, round_)
         for i in np.flatnonzero(active):
-            model = self._client(int(i), step_lr)[0]
+            model = self._client(int(i), lr)[0]
             self.layout.load_row(model, bank[i])  # before a fresh optimizer: MESA/TRAM copy the weights
-            opt = self._client(int(i), step_lr, fresh=self.local.reset_state)[1]
+            opt = self._client(int(i), lr, fresh=self.local.reset_state)[1]
             for group in opt.param_groups:
-                group["lr"] = step_lr
+                group["lr"] = lr
             if hasattr(opt, "begin_round"):
                 opt.begin_round()
             if hasattr(opt, "set_progress"):  # methods that follow the run (GSAM's rho_t, MESA's warm-up)
                 opt.set_progress(progress)
             local, glob = self.data.batches(np.array([i]), round_, int(steps[i]))
-            corr = None
+            descent = getattr(opt, "base_optimizer", opt)  # the SGD step every method ends with
+            descent.correction = None
             if correction is not None:
                 d = correction.direction
                 corr = self.layout.unflatten((d if d.dim() == 1 else d[i]).reshape(1, -1).to(self.device))
+                descent.correction = (correction.grad_scale,
+                                      {p: corr[name][0] for name, p in model.named_parameters()})
             total = 0.0
             for k in range(int(steps[i])):
                 x = self.data.inputs(glob[:, k], np.array([i]), round_, k)[0]
                 y, idx = self.data.y[glob[0, k]], local[0, k]
                 total += float(opt.step(closure(model, opt, x, y, idx)))
-                if corr is not None:
-                    with torch.no_grad():
-                        for (name, p) in model.named_parameters():
-                            p.sub_(lr * corr[name][0])
             bank[i] = self.layout.row(model)
             losses[i] = total / max(int(steps[i]), 1)
         return bank, losses

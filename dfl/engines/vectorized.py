@@ -118,17 +118,15 @@ class VectorizedTrainer(Trainer):
         n = self.data.n
         losses = np.full(n, np.nan)
         kmax = int(steps[active].max()) if active.any() else 0
-        step_lr = lr * (correction.lr_scale if correction else 1.0)
         self._progress = self.progress(lr, round_)
         for start in range(0, n, self.chunk_size):
             clients = np.arange(start, min(n, start + self.chunk_size))
             if not active[clients].any():
                 continue
-            losses[clients] = self._train_chunk(bank, clients, active, steps, kmax, lr, step_lr,
-                                                round_, correction)
+            losses[clients] = self._train_chunk(bank, clients, active, steps, kmax, lr, round_, correction)
         return bank, losses
 
-    def _train_chunk(self, bank, clients, active, steps, kmax, lr, step_lr, round_, correction):
+    def _train_chunk(self, bank, clients, active, steps, kmax, lr, round_, correction):
         sl = slice(int(clients[0]), int(clients[-1]) + 1)
         dev = self.device
         params = self.layout.unflatten(bank[sl])  # views: the descent writes into the bank's rows
@@ -151,6 +149,9 @@ class VectorizedTrainer(Trainer):
             g = glob[:, k]
             x = self.data.inputs(g, clients, round_, k)
             grads, new_s, loss = self._gradient(params, state, x, self.data.y[g], local[:, k])
+            if corr is not None:  # d <- grad_scale * d + direction (MoFedSAM), before the clip
+                for name, g in grads.items():
+                    g.mul_(correction.grad_scale).add_(corr[name])
             if self.local.clip_grad_norm:
                 clip_rows_(grads, self.local.clip_grad_norm)
             if (act_np & (k < todo_np)).all():  # the common case: no client to hold back
@@ -161,13 +162,7 @@ class VectorizedTrainer(Trainer):
                 mask = act & (k < todo)
                 state = _where(mask, new_s, state)
                 loss_sum += torch.where(mask, loss.double(), torch.zeros_like(loss_sum))
-            state = self.opt.descend_(params, grads, state, step_lr, mask)
-            if corr is not None:
-                for name, w in params.items():  # as the serial engine: w - lr * direction
-                    if mask is None:
-                        w.sub_(lr * corr[name])
-                    else:
-                        w.copy_(_where(mask, w - lr * corr[name], w))
+            state = self.opt.descend_(params, grads, state, lr, mask)
             if self._after is not None:
                 new_s = self._after(params, state)
                 state = new_s if mask is None else _where(mask, new_s, state)

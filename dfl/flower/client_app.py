@@ -4,7 +4,7 @@ Message types it answers:
 
     train            FedAvg family: train the received global model (Flower's FedAvg / FedAvgM).
                      MoFedSAM's server adds the ArrayRecord "correction" (Delta) and the config key
-                     "correction-lr-scale" (beta): each step is y <- step(y; beta lr) - lr (1-beta) Delta.
+                     "correction-grad-scale" (alpha): each step descends along alpha g + (1-alpha) Delta.
     evaluate         accuracy / loss of the received global model on this client's held-out split.
     query.setup      gossip: store the initial model; reply with this node's client id.
     train.gossip     gossip: train the node's own model (kept in context.state between rounds).
@@ -63,7 +63,7 @@ def train(msg: Message, context: Context) -> Message:
     correction = None
     if R.CORRECTION in msg.content.array_records:
         direction = R.from_record(client.layout, msg.content[R.CORRECTION]).to(client.device)
-        correction = Correction(lr_scale=float(conf["correction-lr-scale"]), direction=direction)
+        correction = Correction(grad_scale=float(conf["correction-grad-scale"]), direction=direction)
     new, loss = client.train(row, int(conf["server-round"]) - 1, correction)
     _save(context, client)
     return _reply(msg, R.to_record(client.layout, new), train_loss=loss, client_id=float(client.shard.client_id))

@@ -7,9 +7,9 @@ weighted equally (metric "client-weight" = 1), as in `dfl run`. FedSAM is FedAvg
 train with a SAM-family optimizer: nothing changes on the server.
 
 MoFedSAM (Qu et al., ICML 2022) needs the server's last update on the clients: a small mixin over
-the strategy asks dfl's MoFedSAM algorithm object for the round's Correction (beta, (1-beta) Delta,
-Delta = -(x^t - x^{t-1}) / (K lr)) and attaches it to the train messages (ArrayRecord
-"correction", config "correction-lr-scale"); the ClientApp applies it at every local step.
+the strategy asks dfl's MoFedSAM algorithm object for the round's Correction (alpha, (1-alpha) Delta,
+Delta = -mean_i(x_i - x^{t-1}) / (K lr)) and attaches it to the train messages (ArrayRecord
+"correction", config "correction-grad-scale"); the ClientApp applies it at every local step.
 
 Metrics: the train-metrics hook of the strategy also measures the client drift (consensus
 distance of the returned local models) and the evaluate hook the mean / std of local accuracy;
@@ -72,15 +72,16 @@ class AlgorithmHooks:
         messages = list(super().configure_train(server_round, arrays, config, grid))  # type: ignore[misc]
         row = R.from_record(self.sim.layout, arrays).to(self.sim.device)
         prev = getattr(self, "_prev_row", None)
-        if prev is not None:  # the update of round t-1 (0-based), as ServerAveraging.on_update sees it
-            self.sim.algo.on_update(row - prev, self._context(server_round - 2))
+        if prev is not None:  # the mean client update of round t-1 (0-based), before the server lr
+            self.sim.algo.on_update((row - prev) / self.sim.cfg.algorithm.server_lr,
+                                    self._context(server_round - 2))
         self._prev_row = row
         correction = self.sim.algo.correction(self._context(server_round - 1))
         if correction is not None:
             direction = R.to_record(self.sim.layout, correction.direction)
             for m in messages:
                 m.content[R.CORRECTION] = direction
-                m.content[R.CONFIG]["correction-lr-scale"] = float(correction.lr_scale)
+                m.content[R.CONFIG]["correction-grad-scale"] = float(correction.grad_scale)
         return messages
 
 

@@ -233,6 +233,9 @@ class SGD(torch.optim.Optimizer):
                         weight_decay=weight_decay, nesterov=nesterov)
         super().__init__(params, defaults)
         self.clip_grad_norm = float(clip_grad_norm)
+        #: (grad_scale, {param: direction}): the step descends along grad_scale * grad + direction
+        #: (MoFedSAM's client momentum, set by the engine for a round); None = the gradient.
+        self.correction: Optional[tuple[float, dict[Tensor, Tensor]]] = None
 
     @torch.no_grad()
     def step(self, closure: Optional[Any] = None) -> Optional[Tensor]:
@@ -241,6 +244,11 @@ class SGD(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        if self.correction is not None:
+            scale, dirs = self.correction
+            for p in dirs:
+                if p.grad is not None:
+                    p.grad.mul_(scale).add_(dirs[p])
         if self.clip_grad_norm:  # the direction, before weight decay and momentum (as DisPFL)
             torch.nn.utils.clip_grad_norm_(
                 [p for g in self.param_groups for p in g["params"] if p.grad is not None], self.clip_grad_norm)
