@@ -13,7 +13,7 @@ _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
 
 #: Named streams, so that different uses of randomness never share draws.
-BATCHES, PARTICIPATION, FAULTS, EVAL = 1, 2, 3, 4
+BATCHES, PARTICIPATION, FAULTS, EVAL, AUGMENT = 1, 2, 3, 4, 5
 
 
 def _mix(z: np.ndarray) -> np.ndarray:
@@ -40,13 +40,31 @@ def uniform(seed: int, stream: int, round_: int, clients: np.ndarray, count: int
 
 def batch_indices(seed: int, round_: int, clients: np.ndarray, sizes: np.ndarray,
                   steps: int, batch: int) -> np.ndarray:
-    """Local sample indices (len(clients), steps, batch), drawn with replacement from each shard.
+    """Local sample indices (len(clients), steps, batch): each client walks through its shard in
+    random order, epoch after epoch, as a shuffling DataLoader does (no sample is seen twice in an
+    epoch), and the round's steps * batch draws are the first positions of that walk.
 
-    Client c's batch k of round t uses only stream (seed, BATCHES, t, c).
+    Epoch e of client c of round t is the permutation that sorts the uniforms of stream
+    (seed, BATCHES, t, c) at positions e * size_c + r, r < size_c: it depends only on the client's
+    own id and shard size, never on which other clients share the call. A batch that crosses an
+    epoch's end takes the rest from the next epoch (the DataLoader would return a short batch).
     """
-    u = uniform(seed, BATCHES, round_, clients, steps * batch)
-    idx = np.floor(u * np.asarray(sizes, dtype=np.float64).reshape(-1, 1)).astype(np.int64)
-    return idx.reshape(len(clients), steps, batch)
+    sizes = np.asarray(sizes, dtype=np.int64).reshape(-1)
+    clients = np.asarray(clients, dtype=np.uint64).reshape(-1, 1, 1)
+    total = steps * batch
+    epochs = -(-total // sizes)                                  # per client
+    e_max, s_max = int(epochs.max(initial=1)), int(sizes.max(initial=1))
+    e = np.arange(e_max, dtype=np.int64).reshape(1, -1, 1)
+    r = np.arange(s_max, dtype=np.int64).reshape(1, 1, -1)
+    s = sizes.reshape(-1, 1, 1)
+    pos = (e * s + r).astype(np.uint64)
+    keys = _key(seed, BATCHES, round_, clients, pos)
+    keys = np.where(r < s, keys, np.uint64(np.iinfo(np.uint64).max))   # padding sorts last
+    perm = np.argsort(keys, axis=2, kind="stable")               # (c, e_max, s_max)
+    j = np.arange(total, dtype=np.int64).reshape(1, -1)
+    flat_e, flat_r = j // sizes.reshape(-1, 1), j % sizes.reshape(-1, 1)
+    idx = perm[np.arange(len(sizes)).reshape(-1, 1), flat_e, flat_r]
+    return idx.reshape(len(sizes), steps, batch)
 
 
 def participation(seed: int, round_: int, n: int, fraction: float) -> np.ndarray:

@@ -144,7 +144,8 @@ def test_skip_client_in_centralized_algorithms_drops_it_from_the_average():
 
 
 def test_skip_client_clears_the_local_optimizer_state():
-    sim = Simulation(small_config(**{"rounds": 2, "algorithm.name": "dfedavgm", "faults.on_nan": "skip_client"}))
+    sim = Simulation(small_config(**{"rounds": 2, "algorithm.name": "dfedavgm", "faults.on_nan": "skip_client",
+                                     "local.reset_state": False}))  # state kept across rounds: cleared on NaN
     orig = sim.trainer.train
 
     def train(bank, active, steps, lr, t, corr):

@@ -203,7 +203,7 @@ class RayTrainer(Trainer):
         parts = [d.shards[i, :int(d.sizes[i])].cpu() for i in range(d.n)]
         return {"model": copy.deepcopy(self.model).cpu(),
                 "layout": self.layout, "optimizer": self.optimizer, "hparams": self.hparams, "local": self.local,
-                "chunk_size": self.chunk_size, "seed": d.seed, "batch_size": d.batch_size,
+                "chunk_size": self.chunk_size, "seed": d.seed, "batch_size": d.batch_size, "augment": d.augment,
                 "num_classes": d.num_classes, "x": d.x.cpu(), "y": d.y.cpu(), "train_parts": parts,
                 "eval": self.eval_sets, "device": self.engine.device,
                 "threads": self.engine.threads or max(1, math.ceil(cpus))}
@@ -312,11 +312,14 @@ class RayTrainer(Trainer):
         return torch.cat(rows)
 
     def state_dict(self):
+        if self.local.reset_state:  # nothing carries over between rounds
+            return {}
         states = self._op(lambda: ray.get([a.opt_state.remote() for a in self.actors]), mutating=False)
         return {"opt_state": tree_map(lambda *xs: torch.cat(xs), *[s["opt_state"] for s in states])}
 
     def load_state_dict(self, state):
-        self._op("_load_opt", state["opt_state"])
+        if "opt_state" in state and not self.local.reset_state:
+            self._op("_load_opt", state["opt_state"])
 
     def _load_opt(self, opt_state) -> None:
         ray.get([a.load_opt.remote({"opt_state": tree_map(lambda t: t[lo:hi].clone(), opt_state)})

@@ -21,14 +21,18 @@ def torch_optimizer(name: str, model: torch.nn.Module, *, lr: float, num_samples
     """The torch.optim class of optimizer `name` over a client's model (same hyperparameters).
 
     ``clip_grad_norm`` goes to the descent step (dfl.optim.SGD, the base of every wrapper): the
-    direction it descends along is clipped, as the functional engines clip theirs."""
+    direction it descends along is clipped, as the functional engines clip theirs. ASAM gets the
+    parameters with their names (T_w goes to the weight tensors, as the functional form keyed by
+    name); MESA and TRAM get the model."""
     if clip_grad_norm:
         hp = {**hp, "clip_grad_norm": clip_grad_norm}
     if name in ("mesa", "tram"):
         return {"mesa": optim.MESA, "tram": optim.TRAM}[name](model, lr=lr, **hp)
+    if name == "asam":
+        return optim.ASAM(model.named_parameters(), lr=lr, **hp)
     if name == "saf":
         return optim.SAF(model.parameters(), lr=lr, num_samples=num_samples, num_classes=num_classes, **hp)
-    classes = {"sgd": optim.SGD, "sam": optim.SAM, "asam": optim.ASAM, "gsam": optim.GSAM}
+    classes = {"sgd": optim.SGD, "sam": optim.SAM, "gsam": optim.GSAM}
     return classes[name](model.parameters(), lr=lr, **hp)
 
 
@@ -109,9 +113,11 @@ class SerialTrainer(Trainer):
         return bank, losses
 
     def state_dict(self):
+        if self.local.reset_state:  # a new optimizer every round: nothing carries over
+            return {}
         return {"opt_state": [o.state_dict() if o is not None else None for o in self.opts]}
 
     def load_state_dict(self, state):
-        for i, s in enumerate(state["opt_state"]):
+        for i, s in enumerate(state.get("opt_state", [])):
             if s is not None:
                 self._client(i, 1.0)[1].load_state_dict(s)

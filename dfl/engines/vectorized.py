@@ -173,8 +173,9 @@ class VectorizedTrainer(Trainer):
         return out
 
     def state_dict(self):
-        return {"opt_state": self.state}
+        """The kept optimizer state; empty with reset_state (each round starts from opt.init)."""
+        return {} if self.state is None else {"opt_state": self.state}
 
     def load_state_dict(self, state):
-        if self.state is not None:
+        if self.state is not None and "opt_state" in state:
             tree_map(lambda full, saved: full.copy_(saved), self.state, state["opt_state"])
