@@ -126,7 +126,7 @@ class LocalConfig:
     eta: Optional[float] = None
     """ASAM's T_w = |w| + eta (0.01)."""
     alpha: Optional[float] = None
-    """GSAM's surrogate-gap weight (0.2)."""
+    """GSAM's surrogate-gap weight (0.4, the reference's default)."""
     rho_min: Optional[float] = None
     """GSAM: rho follows the learning rate from rho (at local.lr) down to rho_min (at lr 0), as
     the reference's ProportionScheduler; unset = rho (constant)."""
@@ -140,11 +140,13 @@ class LocalConfig:
     saf_epochs: Optional[int] = None
     """SAF: outputs are compared with those of this many visits ago (3)."""
     ema_decay: Optional[float] = None
-    """MESA's EMA decay of the weights (0.9998)."""
+    """MESA's EMA decay of the weights (0.9: a 10-step horizon; the teacher restarts at the
+    round-start model every round)."""
     warmup_steps: Optional[int] = None
-    """MESA: steps before the trajectory loss starts (0)."""
+    """MESA: local steps of each round without the trajectory loss (0; counted from the round's
+    start when reset_state is on)."""
     warmup_rounds: Optional[int] = None
-    """MESA: rounds before the trajectory loss starts (the reference's kl_start_epoch; 0)."""
+    """SAF / MESA: rounds before the trajectory loss starts (the reference's kl_start_epoch; 0)."""
 
     def __post_init__(self) -> None:
         _check("local.lr", self.lr > 0, "> 0", self.lr)
@@ -206,7 +208,8 @@ class TopologyConfig:
     p: Optional[float] = None
     """Edge probability (erdos_renyi) or rewiring probability (small_world)."""
     k: Optional[int] = None
-    """Neighbours of the small-world ring lattice."""
+    """Neighbours of the small-world ring lattice; models each client pulls per round
+    (random_neighbors, default min(10, n - 1))."""
     d: Optional[int] = None
     """Degree of random_regular."""
     path: Optional[str] = None

@@ -69,11 +69,13 @@ class FaultModel:
         if self.cfg.link_failure <= 0 or G.number_of_edges() == 0:
             return G
         n = G.number_of_nodes()
-        edges = np.array([(min(a, b), max(a, b)) for a, b in G.edges() if a != b], dtype=np.int64)
+        directed = G.is_directed()  # an arc (a pulls from b) fails on its own
+        edges = np.array([(a, b) if directed else (min(a, b), max(a, b)) for a, b in G.edges() if a != b],
+                         dtype=np.int64)
         if len(edges) == 0:
             return G
         up = self._u(round_, edges[:, 0] * n + edges[:, 1], LINK) >= self.cfg.link_failure
-        H = nx.Graph()
+        H = nx.DiGraph() if directed else nx.Graph()
         H.add_nodes_from(range(n))
         H.add_edges_from(map(tuple, edges[up]))
         return H

@@ -74,6 +74,13 @@ def resolve(cfg: Config) -> Config:
         cfg = cfg.replace(**{"local.optimizer": algo_cls.default_optimizer()})
     optim.OPTIMIZERS[cfg.local.optimizer]
     models.MODELS[cfg.model.name]
+    saf_epochs = cfg.local.saf_epochs or optim.hyperparameters("saf")["saf_epochs"]
+    if (cfg.local.optimizer == "saf" and cfg.local.reset_state
+            and (cfg.local.local_epochs is None or cfg.local.local_epochs <= saf_epochs)):
+        raise ConfigError(f"local.reset_state: SAF compares each sample's outputs with those of saf_epochs = "
+                          f"{saf_epochs} epochs ago, a memory that the per-round reset erases before it is used "
+                          f"(SAF would be plain SGD); set local.reset_state = false (the memory then lasts "
+                          f"the run, as in the reference) or local.local_epochs > {saf_epochs}")
     return cfg
 
 
@@ -126,7 +133,7 @@ class Simulation:
         self.period_gap = (topologies.period_gap(self.graphs, cfg.topology.mixing, cfg.algorithm.gossip_steps)
                            if not self.algo.centralized and self.graphs.time_varying else None)
 
-        self.client_data = ClientData(train_fed, self.device, cfg.seed, batch)
+        self.client_data = ClientData(train_fed, self.device, cfg.seed, batch, augment=cfg.data.augment)
         self.steps = client_steps(cfg, self.algo, self.client_data.sizes, batch)
 
         hp = optimizer_hparams(cfg, self.algo.optimizer_overrides())
@@ -151,6 +158,7 @@ class Simulation:
         """(torch operator W_t, degrees, spectral gap) for round t; cached for static graphs.
 
         With link failures, W_t is built on the round's surviving graph (self.round_graph).
+        Degrees are in-degrees on a directed graph, so gossip bytes = Q * models received.
         """
         varying = topologies.is_time_varying(self.cfg.topology.name) or self.cfg.faults.link_failure > 0
         key = round_ if varying else 0
@@ -158,7 +166,9 @@ class Simulation:
             G = self.faults.surviving(self.graphs.graph(round_), round_)
             build = topologies.mixing_matrix if G.number_of_nodes() <= DENSE_MAX_N else topologies.mixing_matrix_sparse
             W = build(G, rule=self.cfg.topology.mixing)
-            deg = np.array([d for _, d in sorted(G.degree())], dtype=np.float64)
+            # a directed graph (random_neighbors, arc j -> i: i pulls x_j): the models i receives
+            deg = np.array([d for _, d in sorted(G.in_degree() if G.is_directed() else G.degree())],
+                           dtype=np.float64)
             self._W_cache = {key: (as_operator(W, self.device), deg, topologies.spectral_gap(W), G)}
         W, deg, gap, self.round_graph = self._W_cache[key]
         return W, deg, gap

@@ -49,7 +49,9 @@ def build(name, model, n):
         return optim.SAF(model.parameters(), num_samples=n, num_classes=10, **common)
     if name == "mesa":
         return optim.MESA(model, **common)
-    cls = {"sam": optim.SAM, "asam": optim.ASAM, "gsam": optim.GSAM}[name]
+    if name == "asam":  # named: T_w on the weight tensors only, as SamsungLabs/ASAM
+        return optim.ASAM(model.named_parameters(), **common)
+    cls = {"sam": optim.SAM, "gsam": optim.GSAM}[name]
     return cls(model.parameters(), **common)
 
 

@@ -49,7 +49,9 @@ def make_class(name, model):
         return optim.SAF(model.parameters(), num_samples=N, num_classes=C, lr=LR, **hp)
     if name == "mesa":
         return optim.MESA(model, lr=LR, **hp)
-    cls = {"sam": optim.SAM, "asam": optim.ASAM, "gsam": optim.GSAM}[name]
+    if name == "asam":  # names: T_w on the weight tensors only, as the functional form by key
+        return optim.ASAM(model.named_parameters(), lr=LR, **hp)
+    cls = {"sam": optim.SAM, "gsam": optim.GSAM}[name]
     return cls(model.parameters(), lr=LR, **hp)
 
 

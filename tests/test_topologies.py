@@ -35,7 +35,7 @@ def make(name: str, edgelist: str, n: int = N, seed: int = 0) -> nx.Graph:
 def test_names_and_contract():
     assert set(STATIC) >= {"ring", "torus", "grid", "exponential", "complete", "star", "erdos_renyi",
                            "small_world", "random_regular", "from_edgelist"}
-    assert set(TIME_VARYING) == {"one_peer_exponential", "random_matching"}
+    assert set(TIME_VARYING) == {"one_peer_exponential", "random_matching", "random_neighbors"}
     assert T.names() == sorted(STATIC + TIME_VARYING)
     assert all(T.is_time_varying(name) for name in TIME_VARYING)
     assert not any(T.is_time_varying(name) for name in STATIC)
@@ -268,7 +268,7 @@ def test_constant_sequence_for_static_names():
 @settings(max_examples=40, deadline=None)
 @given(n=st.integers(2, 40), seed=st.integers(0, 10_000), t=st.integers(0, 1000))
 def test_matchings_property(n, seed, t):
-    for name in TIME_VARYING:
+    for name in ("one_peer_exponential", "random_matching"):  # random_neighbors: its own tests
         G = T.build_sequence(name, n, seed=seed).graph(t)
         assert sorted(G.nodes) == list(range(n)) and max(d for _, d in G.degree()) <= 1
         W = T.mixing_matrix(G)
@@ -277,7 +277,7 @@ def test_matchings_property(n, seed, t):
 
 
 @pytest.mark.parametrize("module", ["topologies.errors", "topologies.generators", "topologies.timevarying",
-                                    "topologies.catalog", "topologies.mixing", "topologies.spectra",
+                                    "topologies.random_neighbors", "topologies.catalog", "topologies.mixing", "topologies.spectra",
                                     "topologies.report", "dfl.commands.topo"])
 def test_doctests(module):
     import doctest

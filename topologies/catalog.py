@@ -13,7 +13,7 @@ from typing import Any
 
 import networkx as nx
 
-from . import timevarying  # noqa: F401  (importing it registers the time-varying families)
+from . import random_neighbors, timevarying  # noqa: F401  (importing registers the time-varying families)
 from .errors import TopologyError, unknown_name
 from .generators import GRAPHS, check_connected
 from .timevarying import GraphSequence, constant_sequence

@@ -8,14 +8,21 @@ edges and the diagonal. With d_i the degree of node i and d_max the largest degr
     laplacian           W = I - a L, L = D - A,  a in (0, 1/d_max], default a = 1 / (d_max + 1)
                         (so the default equals max_degree; pass a=... to change it)
     uniform_neighbour   W_ij = 1 / (d_i + 1) for j in N(i) and j = i  (row-stochastic only:
-                        not symmetric, not doubly stochastic on irregular graphs -> warning)
+                        not symmetric, not doubly stochastic on irregular graphs -> warning).
+                        On a directed graph N(i) are i's in-neighbours (arc j -> i: i pulls x_j)
+                        and d_i its in-degree: the only rule for directed graphs (random_neighbors)
     fastest_mixing      symmetric W minimising max(|lambda_2|, |lambda_n|) over the edge weights
                         (Boyd, Diaconis, Xiao, SIAM Review 2004), projected subgradient from
                         Metropolis; dense, n <= 500
 
+Directed graphs have no symmetric weights: there the default `metropolis` gives way to
+`uniform_neighbour` (see `effective_rule`), and the other symmetric rules are an error.
+
 >>> import networkx as nx
 >>> mixing_matrix(nx.path_graph(3)).round(3).tolist()
 [[0.667, 0.333, 0.0], [0.333, 0.333, 0.333], [0.0, 0.333, 0.667]]
+>>> mixing_matrix(nx.DiGraph([(1, 0), (2, 0), (0, 1), (0, 2)])).round(3).tolist()
+[[0.333, 0.333, 0.333], [0.5, 0.5, 0.0], [0.5, 0.0, 0.5]]
 """
 from __future__ import annotations
 
@@ -143,7 +150,8 @@ MIXING: dict[str, tuple[Callable[..., Any], str]] = {
     "metropolis": (metropolis, "W_ij = 1/(1+max(d_i,d_j)) on edges (default)"),
     "max_degree": (max_degree, "W_ij = 1/(1+d_max) on edges"),
     "laplacian": (laplacian, "W = I - a L, a = 1/(d_max+1) or param a"),
-    "uniform_neighbour": (uniform_neighbour, "W_ij = 1/(d_i+1) on row i; not symmetric if irregular"),
+    "uniform_neighbour": (uniform_neighbour, "W_ij = 1/(d_i+1) on row i; not symmetric if irregular; "
+                          "the rule of directed graphs (in-neighbours)"),
     "fastest_mixing": (fastest_mixing, "optimised edge weights (projected subgradient), n <= 500"),
 }
 
@@ -159,7 +167,48 @@ def _rule(rule: str) -> Callable[..., Any]:
     return MIXING[rule][0]
 
 
+DIRECTED_RULE = "uniform_neighbour"
+"""The rule of directed graphs; `metropolis` (the default) gives way to it on them."""
+
+
+def effective_rule(G: nx.Graph, rule: str = "metropolis") -> str:
+    """The rule `mixing_matrix(G, rule)` applies: `rule`, except on a directed graph, where the
+    default `metropolis` means `uniform_neighbour` (each node averages itself and the models it
+    pulls, as the random_neighbors family prescribes).
+
+    Raises:
+        TopologyError: unknown rule, or a symmetric rule other than metropolis on a directed graph.
+    """
+    _rule(rule)
+    if not G.is_directed() or rule == DIRECTED_RULE:
+        return rule
+    if rule == "metropolis":
+        return DIRECTED_RULE
+    name = G.graph.get("name", "this graph")
+    raise TopologyError(f"mixing rule {rule!r} needs an undirected graph, but {name} is directed "
+                        f"(each node averages the models it pulls): use {DIRECTED_RULE} "
+                        "(metropolis, the default, means it on directed graphs)")
+
+
+def _uniform_in(G: nx.DiGraph) -> sp.csr_matrix:
+    """W_ij = 1 / (d_in(i) + 1) for each arc j -> i and j = i (row-stochastic)."""
+    n = G.number_of_nodes()
+    if set(G.nodes) != set(range(n)):
+        raise TopologyError(f"graph nodes must be 0..{n - 1}; relabel with "
+                            "networkx.convert_node_labels_to_integers")
+    e = np.array([(a, b) for a, b in G.edges() if a != b], dtype=np.int64).reshape(-1, 2)
+    src, dst = e[:, 0], e[:, 1]
+    indeg = np.bincount(dst, minlength=n).astype(np.float64)
+    return _assemble(n, dst, src, 1.0 / (indeg[dst] + 1.0))
+
+
 def _apply(G: nx.Graph, rule: str, params: dict[str, Any]):
+    if G.is_directed():
+        effective_rule(G, rule)
+        if params:
+            key = next(iter(params))
+            raise TopologyError(f"mixing rule {DIRECTED_RULE} takes no params; got {key}={params[key]!r}")
+        return _uniform_in(G)
     fn = _rule(rule)
     valid = [p for p in inspect.signature(fn).parameters if p not in ("n", "u", "v", "deg")]
     for key in params:
@@ -173,7 +222,8 @@ def mixing_matrix(G: nx.Graph, rule: str = "metropolis", **params: Any) -> np.nd
     """The n x n float64 mixing matrix of G (row/column i = node i) under `rule`.
 
     Args:
-        G: undirected graph on nodes 0..n-1.
+        G: graph on nodes 0..n-1; directed (arc j -> i: i pulls x_j) only with
+            uniform_neighbour or the default metropolis, which means it there.
         rule: one of `mixing_rules()`.
         **params: rule parameters (laplacian: a; fastest_mixing: iters).
     """

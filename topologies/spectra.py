@@ -17,6 +17,12 @@ error of lambda is about tol * |lambda - sigma|, so the gap comes with a small r
 Expanders (random regular, Erdos-Renyi) have large gaps but dense LU factors: there plain
 Lanczos is used first (see `_extreme`).
 
+A directed graph's W (random_neighbors: row-stochastic, not symmetric) has complex eigenvalues;
+its gap is 1 - |lambda_2|, lambda_2 the second largest in modulus. Dense eigvals up to
+DIRECTED_DENSE_MAX nodes; above, ARPACK (eigs, which="LM", 6 eigenvalues): the eigenvalues
+besides 1 fill a disk (radius about (1 + sqrt(k)) / (k + 1) for k random in-neighbours), whose
+edge it finds to about 1e-6.
+
 >>> import numpy as np
 >>> round(spectral_gap(np.full((4, 4), 0.25)), 12)   # W = J/n averages in one step
 1.0
@@ -42,6 +48,9 @@ EIGVALS_MAX = 5000
 """Largest n for which the full spectrum is computed."""
 SHIFT = 1e-9
 """Distance of the shift-invert poles from +1 and -1."""
+DIRECTED_DENSE_MAX = 256
+"""Structurally non-symmetric W (directed graphs) above this n use ARPACK, not a dense eigvals
+(which takes seconds at n = 1000)."""
 
 
 def _square(W) -> int:
@@ -130,9 +139,30 @@ def _dense_extremes(W) -> tuple[float, float]:
     return float(rest.max()), float(rest.min())
 
 
+def _directed(W) -> bool:
+    """True if W's pattern of non-zeros is not symmetric (W_ij != 0 but W_ji == 0 somewhere)."""
+    P = sp.csr_matrix(W, dtype=np.float64) != 0
+    return (P != P.T).nnz > 0
+
+
+def _slem_arpack(W) -> float:
+    """|lambda_2| of a large non-symmetric W: the 6 eigenvalues of largest modulus by ARPACK, the
+    one nearest 1 dropped (partial results are used if it stops early)."""
+    A = sp.csr_matrix(W, dtype=np.float64)
+    v0 = np.random.default_rng(0).standard_normal(A.shape[0])
+    try:
+        vals = spla.eigs(A, k=min(6, A.shape[0] - 2), which="LM", tol=1e-6, v0=v0,
+                         ncv=min(A.shape[0] - 1, 40), maxiter=1000, return_eigenvectors=False)
+    except spla.ArpackNoConvergence as exc:
+        vals = exc.eigenvalues
+    vals = np.delete(vals, np.argmin(np.abs(vals - 1.0)))
+    return float(np.abs(vals).max(initial=0.0))
+
+
 def second_largest_modulus(W) -> float:
     """max(|lambda_2|, |lambda_n|) of W, dense or sparse (the per-step consensus contraction).
 
+    Complex eigenvalues (directed graphs) count by modulus: the result is |lambda_2|.
     Large sparse W: lambda_2 as in `_extreme`; lambda_n only when the Gershgorin bound
     lambda_n >= min_i (2 W_ii - 1) does not already show |lambda_n| <= lambda_2 (it does for
     Metropolis on rings: lambda_n >= -1/3), since its neighbourhood is often a tight cluster.
@@ -140,6 +170,8 @@ def second_largest_modulus(W) -> float:
     n = _square(W)
     if n == 1:
         return 0.0
+    if n > DIRECTED_DENSE_MAX and _directed(W):
+        return _slem_arpack(W)
     if n <= DENSE_MAX or (not sp.issparse(W) and n <= DENSE_INPUT_MAX):
         lam2, lamn = _dense_extremes(W)
         return max(abs(lam2), abs(lamn))
@@ -152,7 +184,8 @@ def second_largest_modulus(W) -> float:
 
 
 def spectral_gap(W) -> float:
-    """1 - max(|lambda_2|, |lambda_n|) of W (dense ndarray or scipy.sparse), in [0, 1].
+    """1 - max(|lambda_2|, |lambda_n|) of W (dense ndarray or scipy.sparse), in [0, 1]; for a
+    non-symmetric W with complex eigenvalues, 1 - |lambda_2| (second largest modulus).
 
     >>> import networkx as nx
     >>> from topologies.mixing import mixing_matrix

@@ -40,11 +40,16 @@ class GraphSequence:
         n: number of nodes.
         period: rounds after which the graphs repeat (1 for a static graph, None if never).
         time_varying: False only for a constant sequence.
+        expected_gap: spectral gap of E[W_t] under the family's own rule, and
+        mean_square_factor: E[Xi(W_t X)] / Xi(X) for one gossip step, for random sequences
+            that know them in closed form (random_neighbors); None otherwise.
     """
 
     def __init__(self, name: str, n: int, make: Callable[[int], nx.Graph],
-                 period: int | None, time_varying: bool = True):
+                 period: int | None, time_varying: bool = True,
+                 expected_gap: float | None = None, mean_square_factor: float | None = None):
         self.name, self.n, self.period, self.time_varying = name, n, period, time_varying
+        self.expected_gap, self.mean_square_factor = expected_gap, mean_square_factor
         self._make = make
         self._mixing_cache: dict[tuple, Any] = {}
 

@@ -89,20 +89,28 @@ def describe_table(d: dict[str, Any]):  # -> rich.table.Table
               box=box.SIMPLE_HEAD, pad_edge=False, show_header=False)
     t.add_column("figure")
     t.add_column("value", justify="right")
+    directed = d.get("directed", False)  # arcs j -> i (i pulls x_j): in-degrees, one message per arc
     rows = [
-        ("nodes", d["nodes"]), ("edges", d["edges"]),
-        ("degree (min..max)", f"{d['degree_min']}..{d['degree_max']}"),
+        ("nodes", d["nodes"]), ("arcs (directed: i pulls j)" if directed else "edges", d["edges"]),
+        ("in-degree (min..max)" if directed else "degree (min..max)",
+         f"{d['degree_min']}..{d['degree_max']}"),
         ("diameter", d["diameter"]),
         ("spectral gap", d["spectral_gap"]),
         (f"effective gap (Q={q})", d["effective_gap"]),
         (f"consensus distance factor per round (1-gap)^{2 * q}", d["consensus_contraction"]),
         (f"mixing time (steps to shrink error by {EPS_TEXT})", d["mixing_time"]),
         (f"mixing time (rounds of Q={q})", d["mixing_rounds"]),
-        ("messages per round (2 * edges * Q)", d["messages_per_round"]),
+        ("messages per round (arcs * Q)" if directed else "messages per round (2 * edges * Q)",
+         d["messages_per_round"]),
     ]
     if d["time_varying"]:
         rows.append(("period (rounds)", d["period"] or "none (random)"))
-        rows.append(("gap of one period's product", d["period_gap"]))
+        if d["period"] or d.get("expected_gap") is None:
+            rows.append(("gap of one period's product", d["period_gap"]))
+        else:  # random_neighbors: figures of the random W_t in expectation
+            rows.append(("gap of the expected W: 1-|1/(k+1)-k/((k+1)(n-1))|", d["expected_gap"]))
+            rows.append(("alpha: consensus distance factor per step, in mean", d["mean_square_factor"]))
+            rows.append((f"mean-square gap 1-alpha^(Q/2) (Q={q})", d["period_gap"]))
     for label, value in rows:
         t.add_row(label, _fmt(value))
     return t

@@ -30,7 +30,7 @@ EPS = 1e-12
 """Added to every norm that divides (SAM: e = rho * g / (||g|| + EPS))."""
 
 OPTIMIZERS: Registry = Registry("optimizer")
-"""Name -> functional optimizer class ("sgd", "sam", "asam", "gsam", "saf", "mesa")."""
+"""Name -> functional optimizer class ("sgd", "sam", "asam", "gsam", "saf", "mesa", "tram")."""
 
 
 class Progress(NamedTuple):
@@ -184,8 +184,8 @@ class FunctionalOptimizer:
 def hyperparameters(name: str) -> dict[str, Any]:
     """Hyperparameter names and defaults of optimizer ``name`` (to pick its keys from a config).
 
-    >>> hyperparameters("asam")
-    {'momentum': 0.0, 'dampening': 0.0, 'nesterov': False, 'weight_decay': 0.0, 'rho': 0.5, 'eta': 0.01}
+    >>> hyperparameters("sam")
+    {'momentum': 0.0, 'dampening': 0.0, 'nesterov': False, 'weight_decay': 0.0, 'rho': 0.05}
     """
     return OPTIMIZERS[name].hyperparameters()
 

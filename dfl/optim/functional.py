@@ -19,7 +19,7 @@ from .base import (
     tree_dot,
     tree_map,
 )
-from .gsam import FunctionalGSAM, gsam_direction
+from .gsam import FunctionalGSAM, gsam_direction, gsam_rho
 from .losses import cross_entropy, kl_trajectory_loss
 from .mesa import FunctionalMESA, ema_update
 from .saf import FunctionalSAF, saf_read, saf_write
@@ -30,6 +30,6 @@ __all__ = [
     "OPTIMIZERS", "FunctionalOptimizer", "Objective", "make", "hyperparameters", "loss_and_grad",
     "global_norm", "tree_dot", "tree_map", "cross_entropy", "kl_trajectory_loss",
     "FunctionalSGD", "FunctionalSAM", "FunctionalASAM", "FunctionalGSAM", "FunctionalSAF",
-    "FunctionalMESA", "sgd_update", "sam_perturbation", "asam_perturbation", "gsam_direction",
+    "FunctionalMESA", "sgd_update", "sam_perturbation", "asam_perturbation", "gsam_direction", "gsam_rho",
     "saf_read", "saf_write", "ema_update",
 ]

@@ -7,15 +7,26 @@ backward pass per step (no second gradient)::
     L_SAF(w) = CE(f_w(x), y) + lam * tau^2 * KL( softmax(z_old / tau) || softmax(f_w(x) / tau) )
     w <- base_step(w, grad L_SAF(w));  memory[x] <- f_w(x) (detached, before the step)
 
-Memory (our simplification of the authors' per-epoch array, AngusDujw/SAF ``SAF_train.py``):
-each sample keeps a ring buffer of its last E outputs and a visit counter c. At the c-th visit
-the reference is the output stored at visit c - E, i.e. E epochs ago when every sample is seen
-once per epoch (with E = 1: the output of the previous visit). Samples seen fewer than E times
-contribute no KL term, which replaces the authors' ``kl_start_epoch`` warm-up. If a batch holds
-a sample twice (sampling with replacement), one of its outputs is stored and two visits are
-counted. Memory cost: num_samples * E * num_classes.
+Reference code: AngusDujw/SAF, ``SAF_train.py`` (``train_one_epoch``): the same loss
+(``F.kl_div(softmax(out / T).log(), softmax(old / T), reduction="none").sum(-1).mean() * T**2``,
+i.e. the per-sample KL averaged over the batch, times T^2, times ``--reinforce`` = lam), the
+outputs stored are those of the step's forward pass at w.
 
-Defaults from the authors' README: lam = 0.3, tau = 5, E = 3.
+Memory (the authors keep an array ``train_logits[sample, epoch % (E + 1)]`` and read the slot of
+epoch - E): each sample keeps a ring buffer of its last E outputs and a visit counter c. At the
+c-th visit the reference is the output stored at visit c - E, i.e. E epochs ago when every sample
+is seen once per epoch (with E = 1: the output of the previous visit). Samples seen fewer than E
+times contribute no KL term (the authors' array would hold zeros there). If a batch holds a
+sample twice (sampling with replacement), one of its outputs is stored and two visits are
+counted. Memory cost: num_samples * E * num_classes. The memory is optimizer state: with
+``local.reset_state`` (the default) it starts empty every round, so the KL term needs E visits of
+a sample within one round (local epochs > E); the authors' memory lives across all epochs.
+
+Warm-up: the authors add the KL term once ``epoch > kl_start_epoch`` (default 5); here once
+``progress.round >= warmup_rounds`` (so warmup_rounds = kl_start_epoch + 1 warm-up units; the
+serial shell reads the round from ``set_progress``). Without progress the run is in round 0.
+
+Defaults from the authors' README and run.sh: lam = 0.3, tau = 5, E = 3 (run.sh uses 2).
 """
 from __future__ import annotations
 
@@ -68,6 +79,17 @@ def validate_trajectory(lam: Any, tau: Any) -> tuple[float, float]:
     return float(lam), float(tau)
 
 
+def check_warmup_rounds(warmup_rounds: Any) -> int:
+    ok = isinstance(warmup_rounds, int) and not isinstance(warmup_rounds, bool) and warmup_rounds >= 0
+    check("warmup_rounds", ok, "an int >= 0", warmup_rounds)
+    return warmup_rounds
+
+
+def warmed_up(progress: Optional[Progress], warmup_rounds: int) -> bool:
+    """Whether the trajectory (KL) term is on this round: round >= warmup_rounds (round 0 if None)."""
+    return (0 if progress is None else progress.round) >= warmup_rounds
+
+
 def check_epochs(saf_epochs: Any) -> int:
     ok = isinstance(saf_epochs, int) and not isinstance(saf_epochs, bool) and saf_epochs >= 1
     check("saf_epochs", ok, "an int >= 1", saf_epochs)
@@ -82,6 +104,7 @@ class FunctionalSAF(FunctionalSGD):
         lam: weight of the trajectory loss, >= 0 (default 0.3).
         tau: softmax temperature, > 0 (default 5).
         saf_epochs: E, how many visits back the reference outputs are taken (default 3).
+        warmup_rounds: rounds without the KL term (the authors' kl_start_epoch; default 0).
         momentum, dampening, nesterov, weight_decay: of the base SGD step.
 
     ``init`` needs ``num_samples`` (shard size; ``obj.index`` < num_samples) and ``num_classes``.
@@ -91,11 +114,13 @@ class FunctionalSAF(FunctionalSGD):
     name = "saf"
 
     def __init__(self, *, momentum: float = 0.0, dampening: float = 0.0, nesterov: bool = False,
-                 weight_decay: float = 0.0, lam: float = 0.3, tau: float = 5.0, saf_epochs: int = 3):
+                 weight_decay: float = 0.0, lam: float = 0.3, tau: float = 5.0, saf_epochs: int = 3,
+                 warmup_rounds: int = 0):
         super().__init__(momentum=momentum, dampening=dampening, nesterov=nesterov,
                          weight_decay=weight_decay)
         self.lam, self.tau = validate_trajectory(lam, tau)
         self.saf_epochs = check_epochs(saf_epochs)
+        self.warmup_rounds = check_warmup_rounds(warmup_rounds)
 
     def init(self, params: Params, *, num_samples: int = 0, num_classes: int = 0) -> State:
         like = next(iter(params.values()))
@@ -112,7 +137,8 @@ class FunctionalSAF(FunctionalSGD):
         def trajectory(logits: Tensor) -> Tensor:
             return self.lam * kl_trajectory_loss(logits, ref, self.tau, mask)
 
-        grads, loss, logits = loss_and_grad(obj, params, trajectory)
+        on = warmed_up(progress, self.warmup_rounds)
+        grads, loss, logits = loss_and_grad(obj, params, trajectory if on else None)
         memory, count = saf_write(state["memory"], state["count"], obj.index, logits)
         return grads, {**state, "memory": memory, "count": count}, loss
 
@@ -125,7 +151,7 @@ class SAF(WrapperOptimizer):
         base_optimizer: None (dfl.optim.SGD), a torch.optim.Optimizer class or instance.
         num_samples: number of training samples (sample ids are in [0, num_samples)).
         num_classes: number of classes (width of the logits).
-        lam, tau, saf_epochs: as :class:`FunctionalSAF` (defaults 0.3, 5, 3).
+        lam, tau, saf_epochs, warmup_rounds: as :class:`FunctionalSAF` (defaults 0.3, 5, 3, 0).
         **base_kwargs: lr, momentum, weight_decay, ... of the base optimizer class.
 
     The data loader must yield the sample ids. ``step`` calls the closure once, steps the base
@@ -145,21 +171,26 @@ class SAF(WrapperOptimizer):
 
     def __init__(self, params: Optional[Iterable], base_optimizer: Any = None, *,
                  num_samples: int, num_classes: int, lam: float = 0.3, tau: float = 5.0,
-                 saf_epochs: int = 3, **base_kwargs: Any):
+                 saf_epochs: int = 3, warmup_rounds: int = 0, **base_kwargs: Any):
         self.lam, self.tau = validate_trajectory(lam, tau)
         self.saf_epochs = check_epochs(saf_epochs)
-        defaults = dict(lam=self.lam, tau=self.tau, saf_epochs=self.saf_epochs)
+        self.warmup_rounds = check_warmup_rounds(warmup_rounds)
+        defaults = dict(lam=self.lam, tau=self.tau, saf_epochs=self.saf_epochs,
+                        warmup_rounds=self.warmup_rounds)
         super().__init__(params, base_optimizer, defaults, base_kwargs)
         like = self.param_groups[0]["params"][0]
         self.state["saf"] = saf_memory(num_samples, num_classes, self.saf_epochs, like)
         self._seen: Optional[tuple[Tensor, Tensor]] = None
 
     def trajectory_loss(self, logits: Tensor, index: Tensor, weight: Optional[Tensor] = None) -> Tensor:
-        """lam * tau^2 * KL(past outputs || current outputs) for the samples ``index``."""
+        """lam * tau^2 * KL(past outputs || current outputs) for the samples ``index`` (0 during
+        the warm-up rounds; the outputs are stored in either case)."""
         mem = self.state["saf"]
         ref, valid = saf_read(mem["memory"], mem["count"], index)
         mask = valid if weight is None else valid * weight
         self._seen = (index, logits.detach())
+        if not warmed_up(self.progress, self.warmup_rounds):
+            return logits.new_zeros(())
         return self.lam * kl_trajectory_loss(logits, ref, self.tau, mask)
 
     @torch.no_grad()

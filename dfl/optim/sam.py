@@ -7,7 +7,8 @@ Update rule (g = grad L(w), all parameters flattened together)::
     w   <- base_step(w, g_p)                 # SGD (momentum, weight decay at w) along g_p
 
 The reported loss is L(w) at the unperturbed weights. Reference code: davda54/sam.
-ASAM and GSAM (asam.py, gsam.py) reuse this step and change ``perturbation`` or ``direction``.
+ASAM and GSAM (asam.py, gsam.py) reuse this step and change ``ascent`` / ``perturbation`` (the
+radius, ASAM's scaling) or ``direction``.
 """
 from __future__ import annotations
 
@@ -71,8 +72,9 @@ class FunctionalSAM(FunctionalSGD):
     def perturbation(self, params: Params, grads: Params) -> Params:
         return sam_perturbation(grads, self.rho)
 
-    def ascent(self, params: Params, grads: Params) -> Params:
-        """The perturbed weights w + e where the second gradient is taken."""
+    def ascent(self, params: Params, grads: Params, progress: Optional[Progress] = None) -> Params:
+        """The perturbed weights w + e where the second gradient is taken (``progress``: where
+        the run stands, for radii that follow it, as GSAM's)."""
         return sam_ascent(params, grads, self.rho)
 
     def direction(self, g: Params, g_p: Params) -> Params:
@@ -82,7 +84,7 @@ class FunctionalSAM(FunctionalSGD):
     def gradient(self, params: Params, state: State, obj: Objective,
                  progress: Optional[Progress] = None) -> tuple[Params, State, Tensor]:
         g, loss, _ = loss_and_grad(obj, params)
-        g_p, _, _ = loss_and_grad(obj, self.ascent(params, g))
+        g_p, _, _ = loss_and_grad(obj, self.ascent(params, g, progress))
         return self.direction(g, g_p), state, loss
 
 

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError
-from .base import Params
+from .base import Params, Progress
 
 
 class WrapperOptimizer(torch.optim.Optimizer):
@@ -54,6 +54,13 @@ class WrapperOptimizer(torch.optim.Optimizer):
                 "base_optimizer: must be None, a torch.optim.Optimizer subclass or instance, "
                 f"got {base_optimizer!r}")
         self.param_groups = self.base_optimizer.param_groups
+        self.progress: Optional[Progress] = None
+
+    def set_progress(self, progress: Optional[Progress]) -> None:
+        """Where the run stands (this round's lr, the peak lr, the round), for the methods whose
+        step depends on it (GSAM's rho_t, SAF's and MESA's warm-up rounds); the serial engine
+        calls it at the start of every round. None (never set): at the peak lr, in round 0."""
+        self.progress = progress
 
     def params_with_grad(self) -> dict[str, Tensor]:
         """All parameters that have a gradient, keyed ``"<group>.<index>"`` (stable order)."""

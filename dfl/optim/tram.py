@@ -22,14 +22,27 @@ gossip), i.e. TRAM-theta_0 with theta_0 = the client's model at the start of the
 steps that move the client's predictions away from the consensus get a larger SAM neighbourhood.
 Before the first ``begin_round`` the reference is the initial weights.
 
-Defaults and exact choices. The authors' code (github.com/tomsherborne/tram_optimizer, ``kl.py``,
-``tram.py``) uses the forward KL(target || current) of the logits at temperature 1 with a
-``logit_scale`` multiplier of 1 and no cap; its ``F.kl_div(..., reduction="mean") / batch_size``
-divides the summed KL by B * C * B, whereas d_t here is the per-sample KL averaged over the batch
-(the paper's d); set ``lam = 1 / (B * C)`` to reproduce the code's scaling. Defaults here:
-``lam = 1`` (the code's logit_scale), ``tau = 1`` (no temperature), and ``rho = 0.5`` as a cap
-(ASAM's radius, 10x SAM's), which the paper does not have: it keeps a client that drifted far in
-function space from taking a destructive ascent step; a large ``rho`` recovers the uncapped rule.
+Reference code and deviations (github.com/tomsherborne/tram_optimizer, ``kl.py``
+``KLDivergence`` and ``tram.py`` ``TRAM.first_step``, driven by the README's training step):
+
+- Direction and temperature: as the code, the forward KL(target || current) of the logits at
+  temperature 1 (``tau = 1``; no tau^2 factor, a ``tau != 1`` only softens both distributions).
+- Reduction (kept deviation): the code's ``F.kl_div(..., reduction="mean") / x.size(0)``
+  averages over all B * C elements and then divides by B again, i.e. sum_i KL_i / (B^2 C),
+  times a ``logit_scale``. Here d_t is the per-sample KL averaged over the batch
+  (``batchmean``, as SAF / MESA), so the radius does not shrink with the batch size and the
+  number of classes: with the code's reduction and scale 1, a batch of 32 over 10 classes
+  divides the divergence by 10240 and TRAM is plain SGD for any radius the KL reaches.
+  ``lam = logit_scale / (B * C)`` reproduces the code's value exactly.
+- Perturbation (kept deviation, a bug of the code): its ``first_step`` adds
+  ``scale * ones_like(p)`` (``scale = d_t / ||g||``) to every weight, a constant shift that is
+  not along the gradient (``p.grad`` is never multiplied in). Here e = rho_t * g / ||g||, SAM's
+  ascent with the radius rho_t (the rule above), so that TRAM with a constant radius is SAM.
+- Cap (addition): rho_t is capped at ``rho`` (default 0.5, ASAM's radius, 10x SAM's), which the
+  code does not have: it keeps a client that drifted far in function space from taking a
+  destructive ascent step; a large ``rho`` recovers the uncapped rule.
+
+Defaults: ``lam = 1``, ``tau = 1``, ``rho = 0.5``.
 """
 from __future__ import annotations
 
