@@ -1,23 +1,30 @@
-"""One self-contained HTML page for a sweep (or any set of runs): config, summary table, figures.
+"""One self-contained HTML page for a sweep (or any set of runs): summary table, figures, config.
 
 The page has no external resources: CSS inline, figures as base64 PNG <img>. Everything from
-the files (labels, config text, paths) is HTML-escaped.
+the files (labels, config text, paths) is HTML-escaped. The summary table comes first, each
+variant beside a swatch of its colour in the figures; then every figure of dfl.plots in the
+screen style, sized to the page, with a caption saying what to look for and what the runs share.
 
     html = build_report(["runs/sweep1"], target=0.8)
     write_report(html, "runs/sweep1/report.html")
 
-Summary table, one row per group of seeds: final and best test accuracy of the averaged model
-(mean +- sample std over seeds), final mean local accuracy, rounds and cumulative MB to first
+Summary table, one row per variant (a group of runs whose resolved configs are equal but for
+the seed): n, final and best test accuracy of the averaged model (mean +- sample std over the n
+seeds; n = 1 shows no std), the difference of the mean final accuracy to a baseline variant
+(default: the first DFedAvg, else FedAvg, else the first variant; +- the standard error of the
+difference when both have n > 1), final mean local accuracy, rounds and cumulative MB to first
 reach the target accuracy (default: 90% of the best final accuracy of any run), final consensus
-distance, spectral gap, wall time.
+distance, spectral gap, wall time. The same table as Markdown: `build_markdown`.
 """
 from __future__ import annotations
 
 import base64
+import difflib
 import html
 import io
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Sequence
 
@@ -37,6 +44,8 @@ h1{font-size:1.5em}h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #dd
 table{border-collapse:collapse;font-size:13px;margin:.5em 0}th,td{padding:3px 6px;border-bottom:1px solid #e4e4e4;
 text-align:right;white-space:nowrap}th{background:#f5f5f5;white-space:normal;vertical-align:bottom}td:first-child,th:first-child{text-align:left}
 pre{background:#f7f7f7;padding:.8em;overflow:auto;font-size:12px}figure{margin:1.5em 0}
+tr.baseline td{font-weight:600}.tablenote{font-size:13px;color:#555;max-width:60em}
+.sw{display:inline-block;width:.8em;height:.8em;margin-right:.4em;border-radius:2px;vertical-align:-.05em}
 .scroll{overflow-x:auto}img{max-width:100%;height:auto}figcaption{font-size:13px;color:#555}.note{color:#a33}.muted{color:#777}
 """
 
@@ -67,15 +76,59 @@ def time_to_target(run: Run, target: float) -> Optional[tuple[float, float]]:
 
 
 def _stats(values: Sequence[float]) -> tuple[float, float, int]:
-    """Mean, sample std (0 for one value) and count of the finite values."""
+    """Mean, sample std (ddof=1; NaN for one value) and count of the finite values."""
     v = np.array([x for x in values if math.isfinite(x)])
     if not v.size:
         return math.nan, math.nan, 0
-    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0, int(v.size)
+    if v.size == 1:
+        return float(v[0]), math.nan, 1
+    return float(v.mean()), float(v.std(ddof=1)) if np.ptp(v) > 0 else 0.0, int(v.size)  # no 1e-18 noise
 
 
-def summarize(groups: Sequence[Group], target: float) -> list[dict[str, Any]]:
-    """One dict per group with the numbers of the summary table (NaN where not recorded)."""
+DEFAULT_BASELINES = ("dfedavg", "fedavg")
+"""The default baseline: the first variant running one of these (in this order), else the first."""
+
+
+def pick_baseline(groups: Sequence[Group], label: Optional[str] = None) -> Group:
+    """The baseline variant: the group labelled `label` (exact, else case-insensitive), or the default.
+
+    Raises:
+        DflError: no group has that label (the message lists the labels there are).
+    """
+    if label is None:
+        for algo in DEFAULT_BASELINES:
+            for g in groups:
+                if g.algorithm == algo and g.method == algo:
+                    return g
+        return groups[0]
+    found = [g for g in groups if g.label == label] or [g for g in groups if g.label.lower() == label.lower()]
+    if len(found) != 1:
+        labels = [g.label for g in groups]
+        close = difflib.get_close_matches(label, labels, n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise DflError(f"--baseline {label!r}: no such variant{hint}; choose one of "
+                       + "; ".join(map(repr, labels)))
+    return found[0]
+
+
+def _delta(a: tuple[float, float, int], b: tuple[float, float, int]) -> tuple[float, float]:
+    """(mean a - mean b, standard error of that difference); the error is NaN unless both n > 1."""
+    se = math.sqrt(a[1] ** 2 / a[2] + b[1] ** 2 / b[2]) if a[2] > 1 and b[2] > 1 else math.nan
+    return a[0] - b[0], se
+
+
+def _gap(g: Group) -> np.ndarray:
+    """Each seed's spectral gap; for a time-varying graph its period's (one round's is 0)."""
+    return g.finals("period_gap") if all(r.has("period_gap") for r in g.runs) else g.finals("spectral_gap")
+
+
+def summarize(groups: Sequence[Group], target: float, baseline: Optional[Group] = None) -> list[dict[str, Any]]:
+    """One dict per group with the numbers of the summary table (NaN where not recorded).
+
+    Statistics are (mean, sample std, n) over the group's seeds; "delta_acc" is (mean final
+    accuracy - the baseline's, its standard error) and "baseline" marks the baseline's row.
+    """
+    baseline = baseline or pick_baseline(groups)
     rows = []
     for g in groups:
         hits = [time_to_target(r, target) for r in g.runs]
@@ -87,44 +140,90 @@ def summarize(groups: Sequence[Group], target: float) -> list[dict[str, Any]]:
             "final_local_acc": _stats(g.finals("local_test_acc")),
             "reached": len(reached),
             "rounds_to_target": _stats([h[0] for h in reached]), "mb_to_target": _stats([h[1] for h in reached]),
-            "final_consensus": _stats(g.finals("consensus")), "spectral_gap": _stats(g.finals("spectral_gap")),
-            "wall_s": _stats(g.finals("wall_s")),
+            "final_consensus": _stats(g.finals("consensus")), "spectral_gap": _stats(_gap(g)),
+            "wall_s": _stats(g.finals("wall_s")), "baseline": g is baseline,
         })
+        rows[-1]["delta_acc"] = _delta(rows[-1]["final_acc"], _stats(baseline.finals("test_acc")))
     return rows
 
 
-# ---------------------------------------------------------------------------- html
+# ---------------------------------------------------------------------------- tables
 
 
 def _esc(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
+_FORMATS: dict[str, Callable[[float], str]] = {
+    "pct": lambda x: f"{100 * x:.2f}", "sci": lambda x: f"{x:.2e}", "int": lambda x: f"{x:.0f}",
+    "num": lambda x: f"{x:.3g}"}
+
+
 def _fmt(stat: tuple[float, float, int], kind: str) -> str:
+    """'mean ± std' as plain text; the mean alone for n = 1; an em dash when nothing was recorded."""
     mean, std, n = stat
     if not n:
-        return "&mdash;"
-    f = {"pct": lambda x: f"{100 * x:.2f}", "sci": lambda x: f"{x:.2e}", "int": lambda x: f"{x:.0f}",
-         "num": lambda x: f"{x:.3g}", "mb": lambda x: f"{x:.3g}"}[kind]
-    return f(mean) + (f" &plusmn; {f(std)}" if n > 1 and std > 0 else "")
+        return "\u2014"
+    f = _FORMATS[kind]
+    spread = f"{std:.2g}" if kind == "num" else f(std)  # 0.48 +- 0.59, not +- 0.586
+    return f(mean) + (f" \u00b1 {spread}" if n > 1 else "")
 
 
-def _table(rows: list[dict[str, Any]], target: float) -> str:
-    head = ["group", "seeds", "rounds", "final acc. %", "best acc. %", "final local acc. %",
-            f"rounds to {100 * target:.1f}%", f"MB to {100 * target:.1f}%", "final consensus", "spectral gap", "wall s"]
+def _header(target: float) -> list[str]:
+    return ["variant", "n", "rounds", "final acc. %", "\u0394 final acc. vs baseline (pp)", "best acc. %",
+            "final local acc. %", f"rounds to {100 * target:.1f}%", f"MB to {100 * target:.1f}%",
+            "final consensus", "spectral gap", "wall s"]
+
+
+def _cells(r: dict[str, Any]) -> list[str]:
+    """One row of the summary table as plain text (the HTML and Markdown tables escape it)."""
+    partial = "" if r["reached"] == r["seeds"] else f" ({r['reached']}/{r['seeds']} seeds)"
+    to_r = "not reached" if not r["reached"] else _fmt(r["rounds_to_target"], "int") + partial
+    to_mb = "not reached" if not r["reached"] else _fmt(r["mb_to_target"], "num") + partial
+    d, se = r["delta_acc"]
+    if r["baseline"]:
+        delta = "baseline"
+    elif not math.isfinite(d):
+        delta = "\u2014"
+    else:
+        delta = f"{100 * d:+.2f}" + (f" \u00b1 {100 * se:.2f}" if math.isfinite(se) else "")
+    rounds = f"{r['rounds']:.0f}" if math.isfinite(r["rounds"]) else "\u2014"
+    return [r["label"], str(r["seeds"]), rounds, _fmt(r["final_acc"], "pct"), delta, _fmt(r["best_acc"], "pct"),
+            _fmt(r["final_local_acc"], "pct"), to_r, to_mb, _fmt(r["final_consensus"], "num"),
+            _fmt(r["spectral_gap"], "num"), _fmt(r["wall_s"], "num")]
+
+
+def table_note(baseline: str, target: float, target_how: str) -> str:
+    """The sentence under the summary table: what the numbers are, which variant is the baseline."""
+    return (f"n: seeds per variant (runs whose configs differ only by seed); mean \u00b1 sample std over "
+            f"the n seeds (no std for n = 1). Baseline: {baseline}; \u0394 is the difference of the mean "
+            f"final test accuracy to the baseline's, in percentage points (\u00b1 its standard error when "
+            f"both have n > 1). Target test accuracy {100 * target:.2f}% ({target_how}). Accuracies are "
+            f"of the averaged model unless marked local; MB are cumulative per client; the spectral gap "
+            f"of a time-varying graph is that of one period's product of mixing matrices.")
+
+
+def _table(rows: list[dict[str, Any]], target: float, colors: Optional[dict[str, str]] = None) -> str:
+    """The summary table as HTML; `colors` (label -> colour) puts each variant's figure colour beside it."""
     out = ["<div class='scroll'><table id='summary'><thead><tr>"
-           + "".join(f"<th>{_esc(h)}</th>" for h in head) + "</tr></thead><tbody>"]
+           + "".join(f"<th>{_esc(h)}</th>" for h in _header(target)) + "</tr></thead><tbody>"]
     for r in rows:
-        partial = "" if r["reached"] == r["seeds"] else \
-            f" <span class='muted'>({r['reached']}/{r['seeds']} seeds)</span>"
-        to_r = "not reached" if not r["reached"] else _fmt(r["rounds_to_target"], "int") + partial
-        to_mb = "not reached" if not r["reached"] else _fmt(r["mb_to_target"], "mb") + partial
-        cells = [_esc(r["label"]), str(r["seeds"]), _fmt((r["rounds"], 0.0, 1), "int") if math.isfinite(r["rounds"])
-                 else "&mdash;", _fmt(r["final_acc"], "pct"), _fmt(r["best_acc"], "pct"),
-                 _fmt(r["final_local_acc"], "pct"), to_r, to_mb, _fmt(r["final_consensus"], "num"),
-                 _fmt(r["spectral_gap"], "num"), _fmt(r["wall_s"], "num")]
-        out.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+        attr = " class='baseline'" if r["baseline"] else ""
+        cells = [_esc(c) for c in _cells(r)]
+        if colors and r["label"] in colors:
+            cells[0] = f"<span class='sw' style='background:{_esc(colors[r['label']])}'></span>{cells[0]}"
+        out.append(f"<tr{attr}>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     return "\n".join(out) + "</tbody></table></div>"
+
+
+def markdown_table(rows: list[dict[str, Any]], target: float) -> str:
+    """The summary table as a GitHub Markdown table (numbers right-aligned, '|' escaped)."""
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+    head = _header(target)
+    out = [line(head), "| " + " | ".join(["---"] + ["---:"] * (len(head) - 1)) + " |"]
+    return "\n".join(out + [line(_cells(r)) for r in rows])
 
 
 def _runs_table(runs: Sequence[Run]) -> str:
@@ -138,11 +237,12 @@ def _runs_table(runs: Sequence[Run]) -> str:
     return "\n".join(out) + "</tbody></table>"
 
 
-PX_PER_INCH = 140
-"""Display scale of the figures on the page (paper inches -> CSS px): fonts read like 11-12 px."""
+PX_PER_INCH = 100
+"""Display scale of the figures on the page (inches of the screen style -> CSS px): an 11 pt axis
+label reads like 15 px, a two-panel figure fills the page's width."""
 
 
-def _png_base64(fig: Any, dpi: int = 200) -> tuple[str, int]:
+def _png_base64(fig: Any, dpi: int = 150) -> tuple[str, int]:
     """(base64 PNG, display width in CSS px) of a figure."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
@@ -169,16 +269,85 @@ def _configs(paths: Sequence[Path], runs: Sequence[Run]) -> list[tuple[str, str]
 
 
 FIGURE_CAPTIONS = {
-    "consensus": "Consensus distance vs round (log scale), one panel per topology.",
-    "accuracy": "Test accuracy of the averaged model and mean local test accuracy vs round.",
-    "comm": "Test accuracy of the averaged model vs cumulative MB sent per client.",
-    "gap": "Final test accuracy and final consensus distance vs effective spectral gap, one point per group.",
-    "flatness": "Flatness of the averaged model vs round.",
+    "consensus": "Consensus distance \u039e = (1/n) \u03a3 \u2016x_i \u2212 x\u0304\u2016\u00b2 after each round's "
+                 "gossip, log scale, one panel per topology. Dashed grey: what gossip alone would give, \u039e "
+                 "shrinking by (1 \u2212 \u03b3)^(2Q) per round (\u03b3 the spectral gap of W; for a time-varying "
+                 "graph, its period's gap), from the highest first value; none where gossip alone averages exactly "
+                 "(complete graph, one period of one-peer exponential). Look for where a curve levels off above "
+                 "its dashed slope: that floor is the drift of local training, which more gossip steps Q or a "
+                 "better-connected graph lowers.",
+    "accuracy": "Test accuracy of the averaged model x\u0304 (left) and mean test accuracy of the clients' own "
+                "models (right) per round. Look for the distance between the panels: local models far below the "
+                "averaged one mean clients that disagree (high consensus distance); the last rounds are the "
+                "table's final accuracy.",
+    "comm": "Test accuracy of the averaged model vs cumulative MB sent per client (gossip: Q \u00d7 degree "
+            "\u00d7 model size per round). Look to the left: a curve that reaches an accuracy with fewer MB is "
+            "the cheaper variant; more gossip steps Q buy accuracy per round at a multiple of the traffic.",
+    "gap": "Final test accuracy (left) and final consensus distance (right) vs the effective spectral gap "
+           "1 \u2212 (1 \u2212 \u03b3)^Q, one point per variant (bars: min-max over seeds). Look for the trend: "
+           "a larger gap should lower the consensus distance and, on non-iid data, raise accuracy; a variant off "
+           "the trend gains or loses more than mixing explains.",
+    "flatness": "Flatness of the averaged model per round (largest Hessian eigenvalue, Hessian trace, "
+                "sharpness). Lower is flatter: SAM-family local optimizers should sit below SGD.",
 }
+"""What each figure shows and what to look for (the report's captions)."""
+
+
+@dataclass
+class Summary:
+    """The runs under some paths, grouped by seed, with the summary table's rows."""
+
+    runs: list[Run]
+    groups: list[Group]
+    rows: list[dict[str, Any]]
+    target: float
+    target_how: str
+    baseline: Group
+
+    @property
+    def note(self) -> str:
+        return table_note(self.baseline.label, self.target, self.target_how)
+
+
+def summary(paths: Sequence[str | Path], target: Optional[float] = None, baseline: Optional[str] = None,
+            on_note: Optional[Callable[[str], None]] = None) -> Summary:
+    """Read the runs under `paths`, group them by seed and compute the summary table.
+
+    Args:
+        paths: directories as `load_runs` takes them.
+        target: target test accuracy in (0, 1]; default 90% of the best final accuracy.
+        baseline: label of the baseline variant (default: see `pick_baseline`).
+        on_note: called with each note (e.g. skipped sweep members).
+    """
+    runs = load_runs([Path(p) for p in paths], on_skip=on_note)
+    groups = group_runs(runs)
+    base = pick_baseline(groups, baseline)
+    if target is None:
+        target = default_target(runs)
+        target_how = f"{100 * DEFAULT_TARGET_FRACTION:.0f}% of the best final test accuracy"
+    else:
+        best = max((r.final("test_acc") for r in runs if r.has("test_acc")), default=math.nan)
+        if not 0 < target <= 1:
+            hint = f"; give a fraction, e.g. {target / 100:g}" if target > 1 and (math.isnan(best) or best <= 1) else ""
+            raise DflError(f"target accuracy must be in (0, 1], got {target:g}{hint}")
+        target_how = "given"
+    for g in groups:
+        dup = sorted({s for s in g.seeds if g.seeds.count(s) > 1})
+        if dup and on_note:
+            on_note(f"{g.label}: seed {', '.join(map(str, dup))} appears in more than one run directory; "
+                    "each counts in n")
+    return Summary(runs, groups, summarize(groups, target, base), target, target_how, base)
+
+
+def build_markdown(paths: Sequence[str | Path], target: Optional[float] = None, baseline: Optional[str] = None,
+                   on_note: Optional[Callable[[str], None]] = None) -> str:
+    """The summary table as Markdown followed by its note (what n, +- and the baseline are)."""
+    s = summary(paths, target, baseline, on_note)
+    return markdown_table(s.rows, s.target) + "\n\n" + s.note + "\n"
 
 
 def build_report(paths: Sequence[str | Path], target: Optional[float] = None, title: Optional[str] = None,
-                 on_note: Optional[Callable[[str], None]] = None) -> str:
+                 on_note: Optional[Callable[[str], None]] = None, baseline: Optional[str] = None) -> str:
     """The HTML page for the runs under `paths` (run, sweep or parent directories).
 
     Args:
@@ -186,6 +355,7 @@ def build_report(paths: Sequence[str | Path], target: Optional[float] = None, ti
         target: target test accuracy in (0, 1]; default 90% of the best final accuracy.
         title: page title (default: the first directory's name).
         on_note: called with each note (skipped sweep members, figures that could not be drawn).
+        baseline: label of the baseline variant of the summary table (default: see `pick_baseline`).
     Returns:
         the page as a string.
     """
@@ -199,22 +369,13 @@ def build_report(paths: Sequence[str | Path], target: Optional[float] = None, ti
         note(msg)
 
     paths = [Path(p) for p in paths]
-    runs = load_runs(paths, on_skip=add_note)
-    groups = group_runs(runs)
-    if target is None:
-        target = default_target(runs)
-        target_how = f"{100 * DEFAULT_TARGET_FRACTION:.0f}% of the best final test accuracy"
-    else:
-        best = max((r.final("test_acc") for r in runs if r.has("test_acc")), default=math.nan)
-        if not 0 < target <= 1:
-            hint = f"; give a fraction, e.g. {target / 100:g}" if target > 1 and (math.isnan(best) or best <= 1) else ""
-            raise DflError(f"target accuracy must be in (0, 1], got {target:g}{hint}")
-        target_how = "given"
+    summ = summary(paths, target, baseline, add_note)
+    runs, groups = summ.runs, summ.groups
     figures = []
-    names = [n for n in plots.FIGURES if n != "flatness" or any(r.has(k) for r in runs for k in plots.FLATNESS_KEYS)]
-    for name in names:
+    look = plots.Look(groups)
+    for name in plots.default_figures(groups):
         try:
-            fig = plots.FIGURES[name](groups)
+            fig = plots.FIGURES[name](groups, style="screen", title=False)
         except DflError as exc:
             add_note(f"figure {name!r} not drawn: {exc}")
             continue
@@ -235,13 +396,12 @@ def build_report(paths: Sequence[str | Path], target: Optional[float] = None, ti
         parts.append("<ul class='note'>" + "".join(f"<li>{_esc(n)}</li>" for n in notes) + "</ul>")
     parts += [
         "<h2>Summary</h2>",
-        f"<p>Target test accuracy {100 * target:.2f}% ({_esc(target_how)}). Accuracies are of the averaged model "
-        "unless marked local; mean &plusmn; sample std over seeds; MB are cumulative per client.</p>",
-        _table(summarize(groups, target), target),
+        _table(summ.rows, summ.target, {g.label: look.color(g) for g in groups}),
+        f"<p class='tablenote'>{_esc(summ.note)}</p>",
         "<h2>Figures</h2>",
     ]
     for name, b64, width in figures:
-        cap = FIGURE_CAPTIONS.get(name, name)
+        cap = FIGURE_CAPTIONS.get(name, name) + f" All runs: {look.shared}."
         parts.append(f"<figure id='fig-{_esc(name)}'><img alt='{_esc(cap)}' style='width:{width}px' "
                      f"src='data:image/png;base64,{b64}'>"
                      f"<figcaption>{_esc(cap)}</figcaption></figure>")

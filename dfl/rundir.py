@@ -8,6 +8,7 @@ their seed.
     runs = load_runs(["runs/sweep1", "runs/quickstart"])
     for g in group_runs(runs):
         x, mean, lo, hi = g.series("consensus")
+    describe_variants(group_runs(runs)).labels   # {group key: "DFedSAM, Q=4"}: what differs
 
 Every problem with the files is a DflError naming the file (and line), never a traceback.
 """
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
@@ -334,3 +335,119 @@ def group_runs(runs: Iterable[Run]) -> list[Group]:
             for g, f in zip(same, flats):
                 g.label += " (" + ", ".join(f"{k}={f.get(k)}" for k in keys) + ")"
     return out
+
+
+# ---------------------------------------------------------------------------- what differs
+
+
+#: Config keys that do not change what a run computes (where and how it ran, what it logged).
+NOT_SETTINGS = ("engine.", "logging.", "metrics.checkpoint_every")
+#: Short names of config keys in labels: "Q=4", "ρ=0.05"; others show their last part ("lr=0.1").
+SHORT_KEYS = {"algorithm.gossip_steps": "Q", "local.rho": "ρ", "local.local_steps": "K", "data.alpha": "α",
+              "data.num_clients": "n", "algorithm.participation": "p", "local.local_epochs": "epochs"}
+#: Keys whose value alone is the label token ("ring", "cnn", "dirichlet").
+BARE_KEYS = ("topology.name", "data.name", "model.name", "data.partition", "name")
+_FIRST = ("algorithm", "topology.name", "algorithm.gossip_steps")
+_GRAPH_KEYS = ("topology.", "algorithm.gossip_steps")
+_SAM_KEYS = ("local.rho", "local.eta", "local.alpha", "local.rho_min", "local.adaptive_bias", "local.lam",
+             "local.tau", "local.saf_epochs", "local.ema_decay")
+
+
+def _algo_token(flat: dict[str, Any]) -> str:
+    """'DFedSAM', 'DFedASAM' (dfedsam + asam), 'Pooled (sgd)': the algorithm as Config.label names it."""
+    algo = str(flat.get("algorithm.name", _DEFAULTS.algorithm.name))
+    name = ALGO_LABELS.get(algo, algo)
+    opt = str(flat.get("local.optimizer") or "")
+    if opt in OPTIMIZER_LABELS and "SAM" in name:
+        return name.replace("SAM", OPTIMIZER_LABELS[opt], 1)
+    return f"{name} ({opt})" if opt and algo == "pooled" else name
+
+
+def _token(dim: str, flat: dict[str, Any], terse: bool = True) -> Optional[str]:
+    """How one varying setting appears in a label (None: the run has no value for it). `terse`
+    leaves out what does not apply: the graph of a server, SAM's radius for SGD."""
+    if dim == "algorithm":
+        return _algo_token(flat)
+    if terse and flat.get("algorithm.name") in CENTRALIZED and dim.startswith(_GRAPH_KEYS):
+        return None
+    if terse and dim in _SAM_KEYS and flat.get("local.optimizer") in ("sgd", "", None):
+        return None
+    value = flat.get(dim)
+    if value is None or value == "":
+        return None
+    text = f"{value:g}" if isinstance(value, float) else str(value)
+    return text if dim in BARE_KEYS else f"{SHORT_KEYS.get(dim, dim.rsplit('.', 1)[-1])}={text}"
+
+
+@dataclass
+class Variants:
+    """What tells a set of groups apart, for labels, colours and captions.
+
+    dims: the settings that vary between the groups, in label order ("algorithm" stands for
+    algorithm.name with local.optimizer); settings that follow from earlier ones (the optimizer
+    that comes with each algorithm, a zipped key) are left out.
+    tokens: group key -> {dim: its token ("Q=4"), or None when the run has no value}.
+    labels: group key -> short label made of the tokens ("DFedSAM, Q=4"), leaving out tokens that
+    do not apply (a server's graph, SAM's radius for SGD) unless labels would clash; a single
+    group, or groups told apart only by settings that are not labelled, keep their full labels.
+    shared: the settings all groups have in common, as a phrase for a title or caption.
+    """
+
+    dims: list[str]
+    tokens: dict[str, dict[str, Optional[str]]]
+    labels: dict[str, str]
+    shared: str
+
+    def values(self, dim: str) -> list[Optional[str]]:
+        """The distinct tokens of one dim, in order of first appearance."""
+        return list(dict.fromkeys(t[dim] for t in self.tokens.values()))
+
+
+def describe_variants(groups: Iterable[Group]) -> Variants:
+    """The settings that vary between `groups` (seed excluded), short labels and shared settings."""
+    groups = list(groups)
+    flats = {g.key: json.loads(g.key) for g in groups}
+    keys = list(dict.fromkeys(k for f in flats.values() for k in f))
+    varying = [k for k in keys if not k.startswith(NOT_SETTINGS)
+               and len({json.dumps(f.get(k), default=str) for f in flats.values()}) > 1]
+    if {"algorithm.name", "local.optimizer"} & set(varying):
+        varying = ["algorithm"] + [k for k in varying if k not in ("algorithm.name", "local.optimizer")]
+    varying.sort(key=lambda k: _FIRST.index(k) if k in _FIRST else len(_FIRST))
+    tokens = {key: {d: _token(d, f, terse=False) for d in varying} for key, f in flats.items()}
+    dims: list[str] = []
+    for d in varying:  # keep a setting unless the ones kept so far already determine it
+        seen: dict[tuple, Optional[str]] = {}
+        determined = bool(dims) and all(seen.setdefault(tuple(t[k] for k in dims), t[d]) == t[d]
+                                        for t in tokens.values())
+        if not determined and len({t[d] for t in tokens.values()}) > 1:
+            dims.append(d)
+    tokens = {key: {d: t[d] for d in dims} for key, t in tokens.items()}
+    labels = {key: ", ".join(v for v in (_token(d, f) for d in dims) if v) for key, f in flats.items()}
+    clash = [k for k in labels if list(labels.values()).count(labels[k]) > 1]
+    for key in clash:  # e.g. FedAvg in a sweep over Q: say what differs after all
+        labels[key] = ", ".join(v for v in tokens[key].values() if v)
+    if len(groups) == 1 or len(set(labels.values())) < len(groups) or "" in labels.values():
+        labels = {g.key: g.label for g in groups}
+    return Variants(dims, tokens, labels, _shared(groups, flats, varying))
+
+
+def _shared(groups: list[Group], flats: dict[str, dict[str, Any]], varying: list[str]) -> str:
+    """'digits, 16 clients, dirichlet α=0.3, cnn, K=5, ring, Q=1; 3 seeds' (what is not varying)."""
+    first = next(iter(flats.values()))
+    f = {**{k: v for k, v in _flat(asdict(_DEFAULTS)).items() if v is not None}, **first}  # keys left unwritten
+    parts = []
+    if "algorithm" not in varying:
+        parts.append(_algo_token(f))
+    for d in ("data.name", "data.num_clients", "data.partition", "model.name", "local.local_steps",
+              "topology.name", "algorithm.gossip_steps"):
+        if d in varying or f.get(d) is None or (d.startswith(_GRAPH_KEYS) and f.get("algorithm.name") in CENTRALIZED):
+            continue
+        if d == "data.num_clients":
+            parts.append(f"{f[d]} clients")
+        elif d == "data.partition" and f[d] == "dirichlet" and "data.alpha" not in varying:
+            parts.append(f"dirichlet α={f.get('data.alpha', _DEFAULTS.data.alpha):g}")
+        else:
+            parts.append(_token(d, f) or "")
+    seeds = sorted({len(g.runs) for g in groups})
+    n = f"{seeds[0]} seed{'s' if seeds[0] > 1 else ''}" if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]} seeds"
+    return ", ".join(p for p in parts if p) + f"; {n}" + (" (mean, band: min-max)" if seeds[-1] > 1 else "")

@@ -83,7 +83,8 @@ def write_sweep(path: Path, algos=("dfedsam", "dfedavg"), qs=(1, 4), seeds=(0, 1
 
 
 def lines_by_label(ax) -> dict:
-    return {line.get_label(): line for line in ax.get_lines()}
+    """The data lines of an axes by label (theory slopes and bands are labelled '_...')."""
+    return {line.get_label(): line for line in ax.get_lines() if not line.get_label().startswith("_")}
 
 
 # ---------------------------------------------------------------------------- rundir
@@ -200,7 +201,7 @@ def test_consensus_figure_draws_the_recorded_data_on_log_axes(tmp_path):
         np.testing.assert_allclose(line.get_xdata(), [r["round"] for r in rows])
         np.testing.assert_allclose(line.get_ydata(), [r["consensus"] for r in rows])
         assert drawn[f"DFedAvg, {topo}, Q=1"].get_linestyle() != line.get_linestyle()  # Q by line style
-    assert fig.get_figwidth() == pytest.approx(plots.DOUBLE_W)
+    assert fig.get_figwidth() == pytest.approx(plots.STYLES["screen"].wide)
 
 
 def test_band_over_seeds(tmp_path):
@@ -244,7 +245,7 @@ def test_one_colour_per_algorithm_across_figures(tmp_path):
 def test_accuracy_vs_comm_uses_cumulative_mb(tmp_path):
     runs = load_runs([write_sweep(tmp_path / "s", algos=("dfedsam",), qs=(1, 8), seeds=(0,))])
     ax = plots.plot_accuracy_vs_comm(runs).axes[0]
-    line = lines_by_label(ax)["DFedSAM, ring, Q=8"]
+    line = lines_by_label(ax)["Q=8"]  # only Q differs: the label says only that
     rows = fake_metrics("dfedsam", "ring", 8, 0)
     np.testing.assert_allclose(line.get_xdata(), [r["comm_mb"] for r in rows])
     np.testing.assert_allclose(line.get_ydata(), [r["test_acc"] for r in rows])
@@ -287,12 +288,20 @@ def test_runs_with_different_metrics_name_run_and_key(tmp_path):
         plots.plot_consensus(runs)
 
 
-def test_paper_size_and_fonts(tmp_path):
-    fig = plots.plot_accuracy_vs_comm(load_runs([write_run(tmp_path / "r")]))
-    assert fig.get_figwidth() == pytest.approx(plots.SINGLE_W)
-    ax = fig.axes[0]
-    assert ax.xaxis.label.get_fontsize() == plots.FONT
-    assert ax.get_xlabel() == plots.METRIC_LABELS["comm_mb"]
+@pytest.mark.parametrize("style", ["screen", "paper"])
+def test_sizes_and_fonts_of_each_style(tmp_path, style):
+    st = plots.STYLES[style]
+    runs = load_runs([write_sweep(tmp_path / "s", seeds=(0,))])
+    for name, fig in plots.make_figures(runs, style=style).items():
+        panels = sum(ax.get_visible() for ax in fig.axes)
+        assert panels == (1 if name in ("comm", "consensus") else 2)  # one topology: one consensus panel
+        assert fig.get_figwidth() == pytest.approx(st.width if panels == 1 else st.wide)
+        texts = [t for t in fig.findobj(lambda o: hasattr(o, "get_fontsize") and hasattr(o, "get_text"))
+                 if t.get_text() and t.get_visible()]
+        assert min(t.get_fontsize() for t in texts) >= st.font - 2 >= 6  # legible when printed
+    ax = plots.plot_accuracy_vs_comm(runs, style=style).axes[0]
+    assert ax.xaxis.label.get_fontsize() == st.font
+    assert ax.get_xlabel().replace("\n", " ") == plots.METRIC_LABELS["comm_mb"]
 
 
 @pytest.mark.parametrize("ext, magic", [("png", b"\x89PNG"), ("pdf", b"%PDF"), ("svg", b"<?xml")])
@@ -311,3 +320,167 @@ def test_save_rejects_other_extensions(tmp_path):
 def test_unknown_figure_name(tmp_path):
     with pytest.raises(DflError, match="unknown figure 'foo'; choose from consensus"):
         plots.make_figures(load_runs([write_run(tmp_path / "r")]), ["foo"])
+
+
+# ---------------------------------------------------------------------------- figures a paper can use
+
+
+def _edit_config(run: Path, old: str, new: str) -> Path:
+    text = (run / "config.toml").read_text()
+    assert old in text
+    (run / "config.toml").write_text(text.replace(old, new))
+    return run
+
+
+def _rewrite_rows(run: Path, **values) -> Path:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    for row in rows:
+        row.update({k: (v(row) if callable(v) else v) for k, v in values.items()})
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return run
+
+
+def _inside(inner, outer, tol: float = 0.5) -> bool:
+    return (inner.x0 >= outer.x0 - tol and inner.y0 >= outer.y0 - tol
+            and inner.x1 <= outer.x1 + tol and inner.y1 <= outer.y1 + tol)
+
+
+@pytest.mark.parametrize("style", ["screen", "paper"])
+def test_legend_and_every_text_lie_inside_the_saved_canvas(tmp_path, style):
+    runs = []
+    for i in range(7):  # seven variants with long names, only the name differs: long legend labels
+        run = write_run(tmp_path / f"r{i}", seed=0, summary=False)
+        _edit_config(run, 'name = ""', f'name = "variant {i} of a much longer experiment name than fits one column"')
+        runs.append(run)
+    figures = {"comm": plots.plot_accuracy_vs_comm(load_runs(runs), style=style),
+               "consensus": plots.plot_consensus(load_runs(runs), style=style)}
+    for name, fig in figures.items():
+        plots.save(fig, tmp_path / f"{name}.png")  # draws with the Agg renderer
+        renderer = fig.canvas.get_renderer()
+        (legend,) = fig.legends
+        assert len(legend.get_texts()) == 7 + (name == "consensus")  # + the gossip-only slope
+        assert _inside(legend.get_window_extent(renderer), fig.bbox), name
+        assert _inside(fig.get_tightbbox(renderer).transformed(fig.dpi_scale_trans), fig.bbox), name
+        axes_box = fig.axes[0].get_window_extent(renderer)
+        assert axes_box.height / fig.dpi >= 0.9 * plots.STYLES[style].panel_h  # the canvas grew, not the axes shrank
+        assert legend.get_window_extent(renderer).y1 <= fig.axes[0].get_tightbbox(renderer).y0 + 0.03 * fig.dpi  # below
+
+
+def test_variants_differing_only_in_rho_get_their_own_colours(tmp_path):
+    a = write_run(tmp_path / "a")
+    b = _edit_config(write_run(tmp_path / "b"), "rho = 0.05", "rho = 0.01")
+    c = _edit_config(write_run(tmp_path / "c", "dfedavg"), 'optimizer = "sam"', 'optimizer = "sgd"')
+    colours: dict[str, set] = {}
+    figs = plots.make_figures(load_runs([a, b, c]), names=["consensus", "accuracy", "comm"])
+    for fig in figs.values():
+        for ax in fig.axes:
+            for label, line in lines_by_label(ax).items():
+                colours.setdefault(label, set()).add(_rgb(line.get_color()))
+        title = fig.texts[0].get_text().replace("\n", " ") if fig.texts else fig._suptitle.get_text()
+        assert "digits" in title and "ring, Q=1" in title  # shared settings in the title, not the labels
+    assert set(colours) == {"DFedSAM, ρ=0.05", "DFedSAM, ρ=0.01", "DFedAvg"}
+    assert all(len(c) == 1 for c in colours.values())  # the same colour in every figure
+    assert len({next(iter(c)) for c in colours.values()}) == 3  # and one colour per variant
+
+
+def test_two_swept_keys_colour_one_and_line_style_the_other(tmp_path):
+    groups = group_runs(load_runs([write_sweep(tmp_path / "s", qs=(1, 4), seeds=(0,))]))
+    fig = plots.plot_accuracy(groups)
+    lines = lines_by_label(fig.axes[0])
+    assert set(lines) == {"DFedSAM, Q=1", "DFedSAM, Q=4", "DFedAvg, Q=1", "DFedAvg, Q=4"}
+    for algo in ("DFedSAM", "DFedAvg"):
+        assert lines[f"{algo}, Q=1"].get_color() == lines[f"{algo}, Q=4"].get_color()
+        assert lines[f"{algo}, Q=1"].get_linestyle() != lines[f"{algo}, Q=4"].get_linestyle()
+    for q in (1, 4):
+        assert lines[f"DFedSAM, Q={q}"].get_color() != lines[f"DFedAvg, Q={q}"].get_color()
+        assert lines[f"DFedSAM, Q={q}"].get_linestyle() == lines[f"DFedAvg, Q={q}"].get_linestyle()
+    (legend,) = fig.legends
+    entries = {t.get_text(): h for t, h in zip(legend.get_texts(), legend.legend_handles)}
+    assert list(entries) == ["DFedSAM", "DFedAvg", "Q=1", "Q=4"]  # the legend says which is which
+    assert entries["DFedSAM"].get_color() == lines["DFedSAM, Q=4"].get_color()
+    assert entries["Q=4"].get_linestyle() == lines["DFedAvg, Q=4"].get_linestyle()
+
+
+def _theory_lines(ax) -> list:
+    return [line for line in ax.get_lines() if str(line.get_gid()).startswith("theory:")]
+
+
+@pytest.mark.parametrize("q", [1, 3])
+def test_gossip_only_slope_is_one_minus_gap_to_the_2q_on_a_ring(tmp_path, q):
+    import torch
+
+    import topologies
+    from dfl.gossip import mix
+    from dfl.metrics import consensus_distance
+
+    n = 8
+    W = topologies.mixing_matrix(topologies.build("ring", n), "metropolis")
+    gap = topologies.spectral_gap(W)
+    run = _rewrite_rows(_edit_config(write_run(tmp_path / "r", q=q), "num_clients = 8", f"num_clients = {n}"),
+                        spectral_gap=gap, effective_gap=1 - (1 - gap) ** q)
+    (ax,) = [a for a in plots.plot_consensus(load_runs([run])).axes if a.get_visible()]
+    (theory,) = _theory_lines(ax)
+    x, y = theory.get_xdata(), theory.get_ydata()
+    np.testing.assert_allclose(np.diff(x), 1.0)
+    np.testing.assert_allclose(y[1:] / y[:-1], (1 - gap) ** (2 * q), rtol=1e-12)
+    first = fake_metrics("dfedsam", "ring", q, 0)[0]
+    assert (x[0], y[0]) == (first["round"], pytest.approx(first["consensus"]))  # starts at the measured value
+    # the slope is what gossip alone does to the slowest mode: Xi shrinks by lambda_2^(2Q) per round
+    k = np.arange(n)
+    X = torch.tensor(np.outer(np.cos(2 * np.pi * k / n), np.ones(3)))
+    ratio = consensus_distance(mix(X, torch.tensor(W), steps=q)) / consensus_distance(X)
+    assert ratio == pytest.approx(y[1] / y[0], rel=1e-9)
+
+
+@pytest.mark.parametrize("topo, period", [("one_peer_exponential", 3), ("random_neighbors", 1)])
+def test_time_varying_graph_uses_its_period_gap(tmp_path, topo, period):
+    run = _edit_config(write_run(tmp_path / "r"), 'name = "ring"', f'name = "{topo}"')
+    run = _rewrite_rows(run, spectral_gap=0.0, effective_gap=0.0, period_gap=0.875)
+    (g,) = group_runs(load_runs([run]))
+    # 8 clients: one_peer_exponential repeats every 3 rounds; random_neighbors' gap is per round
+    assert plots.gossip_rate(g) == pytest.approx((1 - 0.875) ** (2 / period))
+    assert plots.gap_of(g) == pytest.approx([1 - (1 - 0.875) ** (1 / period)])  # its x in the gap figure, not 0
+    (ax,) = [a for a in plots.plot_consensus([g]).axes if a.get_visible()]
+    (theory,) = _theory_lines(ax)
+    y = theory.get_ydata()
+    np.testing.assert_allclose(y[period] / y[0], (1 - 0.875) ** 2)  # one period: the period's contraction
+
+
+def test_server_averaging_has_no_slope_and_complete_graph_none_either(tmp_path):
+    runs = load_runs([write_run(tmp_path / "a", "fedavg"), write_run(tmp_path / "b", "dfedsam", "complete")])
+    groups = group_runs(runs)
+    assert [plots.gossip_rate(g) for g in groups] == [None, 0.0]  # no gap; one exact averaging step
+    (ax,) = [a for a in plots.plot_consensus(groups).axes if a.get_visible()]
+    assert not _theory_lines(ax)
+
+
+def test_gap_figure_needs_two_different_gaps(tmp_path, capsys):
+    from dfl import cli
+
+    sweep = write_sweep(tmp_path / "s", qs=(1,), seeds=(0, 1))
+    runs = load_runs([sweep])
+    assert "gap" not in plots.default_figures(runs)
+    with pytest.raises(DflError, match="needs runs with at least two different effective_gap values .*all have 0.05"):
+        plots.plot_gap(runs)
+    assert cli.main(["plot", str(sweep), "--figure", "gap"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_paper_style_writes_a_one_column_pdf(tmp_path, capsys):
+    import re
+
+    from dfl import cli
+
+    sweep = write_sweep(tmp_path / "s", seeds=(0,), topos=("ring", "torus"))
+    assert cli.main(["plot", str(sweep), "--style", "paper"]) == 0
+    written = capsys.readouterr().out.split()
+    assert written == [str(sweep / "plots" / f"{n}.pdf") for n in ("consensus", "accuracy", "comm", "gap")]
+    for path in written:
+        pdf = Path(path).read_bytes()
+        box = [float(v) for v in re.search(rb"/MediaBox \[\s*([\d.]+) ([\d.]+) ([\d.]+) ([\d.]+)", pdf).groups()]
+        assert box[2] - box[0] == pytest.approx(72 * plots.STYLES["paper"].width)  # 3.3 in, in points
+        assert 72 * 2 < box[3] - box[1] < 72 * 6  # taller than the axes alone: the legend is on the page
+    assert cli.main(["plot", str(sweep), "--style", "paper", "--out", str(tmp_path / "f.svg"), "--figure", "comm"]) == 0
+    assert (tmp_path / "f.svg").read_text().count('width="237.6pt"') == 1
+    assert cli.main(["plot", str(sweep), "--style", "paper", "--out", str(tmp_path / "f.png")]) == 2
+    assert "--style paper writes vector figures; use a file name ending in .pdf, .svg" in capsys.readouterr().err

@@ -1,11 +1,15 @@
-"""`dfl plot DIR... [--out FILE] [--figure NAME ...]`: draw consistency curves of runs and sweeps.
+"""`dfl plot DIR... [--out FILE] [--figure NAME ...] [--style paper]`: consistency curves of runs and sweeps.
 
 DIR is a run directory (`dfl run`), a sweep directory (`dfl sweep`) or any directory holding run
 directories; runs that differ only by seed are drawn as their mean and min-max band.
-Without --out, each figure goes to <first DIR>/plots/<figure>.png. With --out FILE, each figure
-goes to FILE's stem + "-<figure>" + FILE's extension (png, pdf or svg), e.g. --out fig.pdf ->
-fig-consensus.pdf, fig-accuracy.pdf, ...; when a single figure is asked for (--figure NAME),
-it is written to FILE itself.
+Without --out, each figure goes to <first DIR>/plots/<figure>.png (.pdf with --style paper).
+With --out FILE, each figure goes to FILE's stem + "-<figure>" + FILE's extension (png, pdf or
+svg), e.g. --out fig.pdf -> fig-consensus.pdf, fig-accuracy.pdf, ...; when a single figure is
+asked for (--figure NAME), it is written to FILE itself.
+
+--style screen (default) draws for a screen; --style paper draws one-column figures for a
+paper: 3.3 in wide, 7-8 pt fonts, as PDF or SVG. The gap figure is drawn when the runs have at
+least two different spectral gaps (topologies or Q).
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ import sys
 from pathlib import Path
 
 FIGURE_NAMES = ("consensus", "accuracy", "comm", "gap", "flatness")  # == dfl.plots.FIGURES, without importing it
+STYLE_NAMES = ("screen", "paper")  # == dfl.plots.STYLES
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -25,14 +30,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                                                   "FILE_stem-<figure>.ext (FILE itself for a single --figure)")
     p.add_argument("--figure", dest="figures", action="append", choices=FIGURE_NAMES, metavar="NAME",
                    help=f"draw only this figure (repeatable): {', '.join(FIGURE_NAMES)}; "
-                        "default: all (flatness only when recorded)")
+                        "default: all (flatness only when recorded, gap only when the gaps differ)")
+    p.add_argument("--style", choices=STYLE_NAMES, default="screen",
+                   help="screen (default: PNG, large) or paper (one column, 3.3 in wide, PDF or SVG)")
     return p
 
 
-def output_paths(names: list[str], out: str | None, first_dir: str) -> dict[str, Path]:
+def output_paths(names: list[str], out: str | None, first_dir: str, ext: str = "png") -> dict[str, Path]:
     """Where each figure goes (see the module docstring)."""
     if out is None:
-        return {n: Path(first_dir) / "plots" / f"{n}.png" for n in names}
+        return {n: Path(first_dir) / "plots" / f"{n}.{ext}" for n in names}
     p = Path(out)
     if len(names) == 1:
         return {names[0]: p}
@@ -44,13 +51,15 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import DflError
     from ..rundir import group_runs, load_runs
 
-    if args.out is not None and Path(args.out).suffix.lower().lstrip(".") not in plots.FORMATS:
-        raise DflError(f"--out {args.out!r}: use a file name ending in "
-                       f"{', '.join('.' + f for f in plots.FORMATS)}")
+    style = plots.STYLES[args.style]
+    if args.out is not None and Path(args.out).suffix.lower().lstrip(".") not in style.formats:
+        why = "--style paper writes vector figures; " if args.style == "paper" else ""
+        exts = ", ".join("." + f for f in style.formats)
+        raise DflError(f"--out {args.out!r}: {why}use a file name ending in {exts}")
     runs = load_runs(args.dirs, on_skip=lambda msg: print(f"dfl plot: {msg}", file=sys.stderr))
     groups = group_runs(runs)
-    figures = plots.make_figures(groups, list(dict.fromkeys(args.figures)) if args.figures else None)
-    paths = output_paths(list(figures), args.out, args.dirs[0])
+    figures = plots.make_figures(groups, list(dict.fromkeys(args.figures)) if args.figures else None, style=style)
+    paths = output_paths(list(figures), args.out, args.dirs[0], style.formats[0])
     for name, fig in figures.items():
-        print(plots.save(fig, paths[name]))
+        print(plots.save(fig, paths[name], dpi=style.dpi))
     return 0

@@ -1,9 +1,15 @@
-"""`dfl report DIR... [--out FILE.html] [--target-acc 0.8]`: one self-contained HTML page of a sweep.
+"""`dfl report DIR... [--out FILE.html] [--baseline LABEL] [--markdown]`: one self-contained HTML page of a sweep.
 
 DIR is a sweep directory (`dfl sweep`), a run directory or any directory holding run
-directories. The page holds the config, a summary table per group of seeds (final / best test
-accuracy, rounds and MB to the target accuracy, final consensus) and every figure of `dfl plot`,
-embedded as PNG. Default output: <first DIR>/report.html.
+directories. The page holds the summary table first (one row per variant: n seeds, mean +- std
+over the seeds of final / best test accuracy, the difference to the baseline variant, rounds and
+MB to the target accuracy, final consensus), then every figure of `dfl plot` with a caption,
+then the config. Default output: <first DIR>/report.html.
+
+--markdown prints the same summary table as Markdown to stdout instead (no figures, nothing
+written unless --out is given too), e.g. `dfl report runs/sweep --markdown > results.md`.
+--baseline names the variant the differences are taken to, by its label in the table
+(default: the first DFedAvg variant, else FedAvg, else the first).
 """
 from __future__ import annotations
 
@@ -21,18 +27,32 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--target-acc", type=float, metavar="ACC",
                    help="target test accuracy as a fraction, e.g. 0.8 (default: 90%% of the best final accuracy)")
     p.add_argument("--title", help="page title (default: the directory's name)")
+    p.add_argument("--baseline", metavar="LABEL",
+                   help="variant the table's differences are taken to, by its label, e.g. 'DFedAvg, ring, Q=1' "
+                        "(default: the first DFedAvg variant, else FedAvg, else the first)")
+    p.add_argument("--markdown", action="store_true",
+                   help="print the summary table as Markdown to stdout (the page only with --out)")
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..report import build_report, write_report
+    from ..errors import DflError
+    from ..report import build_markdown, build_report, write_report
 
     out = Path(args.out) if args.out else Path(args.dirs[0]) / "report.html"
     if out.suffix.lower() not in (".html", ".htm"):  # fail before the work
-        from ..errors import DflError
-
         raise DflError(f"--out {str(out)!r}: use a file name ending in .html")
-    page = build_report(args.dirs, target=args.target_acc, title=args.title,
-                        on_note=lambda msg: print(f"dfl report: {msg}", file=sys.stderr))
+
+    def note(msg: str) -> None:
+        print(f"dfl report: {msg}", file=sys.stderr)
+
+    if args.markdown:
+        table = build_markdown(args.dirs, target=args.target_acc, baseline=args.baseline, on_note=note)
+        if args.out:
+            page = build_report(args.dirs, target=args.target_acc, title=args.title, baseline=args.baseline)
+            print(write_report(page, out), file=sys.stderr)
+        print(table, end="")
+        return 0
+    page = build_report(args.dirs, target=args.target_acc, title=args.title, on_note=note, baseline=args.baseline)
     print(write_report(page, out))
     return 0
