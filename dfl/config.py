@@ -86,7 +86,7 @@ class ModelConfig:
     """The network every client trains (the same architecture everywhere)."""
 
     name: str = "cnn"
-    """Model: logistic, mlp, cnn, resnet18 (GroupNorm)."""
+    """Model: logistic, mlp, cnn, cnn1d (mnist1d's ConvBase), resnet18 / vgg11 (GroupNorm), vit, mixer."""
     hidden: int = 200
     """Hidden width of the MLP."""
     groups: int = 32

@@ -67,6 +67,20 @@ def batch_indices(seed: int, round_: int, clients: np.ndarray, sizes: np.ndarray
     return idx.reshape(len(sizes), steps, batch)
 
 
+def augment_uniforms(seed: int, round_: int, clients: np.ndarray, step: int, batch: int,
+                     fields: int) -> np.ndarray:
+    """(len(clients), batch, fields) float64 uniforms in [0, 1) for the augmentation of step ``step``.
+
+    Field f of sample b is keyed by (seed, AUGMENT, round, client, step * batch + b, f): a
+    client's draws do not depend on which other clients are drawn in the same call.
+    """
+    clients = np.asarray(clients, dtype=np.uint64).reshape(-1, 1, 1)
+    b = (np.uint64(step * batch) + np.arange(batch, dtype=np.uint64)).reshape(1, -1, 1)
+    f = np.arange(fields, dtype=np.uint64).reshape(1, 1, -1)
+    bits = _key(seed, AUGMENT, round_, clients, b, f)
+    return (bits >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+
+
 def participation(seed: int, round_: int, n: int, fraction: float) -> np.ndarray:
     """Boolean mask of the round's active clients: the max(1, round(fraction * n)) lowest draws."""
     if fraction >= 1.0:

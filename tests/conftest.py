@@ -1,10 +1,13 @@
 """Shared fixtures: small configs that run in seconds on 2 cores."""
 import os
+import tempfile
 
 import pytest
 
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 os.environ.setdefault("FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION", "1")
+# generated data sets (mnist1d) are cached per test session, not in the home directory
+os.environ.setdefault("DFL_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"dfl-test-cache-{os.getuid()}"))
 
 import torch  # noqa: E402
 

@@ -26,7 +26,7 @@ def check_cover(parts, n):
 
 
 def test_registry_names():
-    assert PARTITIONERS.names() == ["dirichlet", "iid", "quantity", "shards"]
+    assert PARTITIONERS.names() == ["dirichlet", "dirichlet_prior", "iid", "quantity", "shards"]
     with pytest.raises(ConfigError, match="dirichlet"):
         partition(labels(), 4, "dirichlett", 0)
 
@@ -123,3 +123,83 @@ def test_quantity_labels_iid():
 def test_unknown_option():
     with pytest.raises(ConfigError, match="unknown option"):
         partition(labels(), 4, "iid", 0, alfa=1.0)
+
+
+# ---------------------------------------------------------------------------- dirichlet_prior
+
+def max_class_share(y, parts, k=10):
+    """Mean over clients of the largest class's share of the client's samples."""
+    return float(np.mean([np.bincount(y[p], minlength=k).max() / len(p) for p in parts]))
+
+
+def dispfl_dir(y, n_client, alpha, rs, n_cls=10):
+    """rong-dai/DisPFL's partition_data(..., 'dir') loop, transcribed (legacy np.random)."""
+    left = np.full(n_client, len(y) // n_client)
+    cum = np.cumsum(rs.dirichlet([alpha] * n_cls, size=n_client), axis=1)
+    idx_list = [np.where(y == i)[0] for i in range(n_cls)]
+    amount = [len(i) for i in idx_list]
+    parts = [[] for _ in range(n_client)]
+    while left.sum():
+        c = rs.randint(n_client)
+        if left[c] <= 0:
+            continue
+        left[c] -= 1
+        while True:
+            cls = int(np.argmax(rs.uniform() <= cum[c]))
+            if amount[cls] <= 0:  # class exhausted: redraw
+                continue
+            amount[cls] -= 1
+            parts[c].append(idx_list[cls][amount[cls]])
+            break
+    return [np.asarray(p) for p in parts]
+
+
+@pytest.mark.parametrize("n,clients", [(2000, 20), (2003, 7)])
+def test_dirichlet_prior_equal_disjoint_deterministic(n, clients):
+    y = labels(n)
+    parts = partition(y, clients, "dirichlet_prior", 4, alpha=0.3)
+    assert [len(p) for p in parts] == [n // clients] * clients  # the remainder goes to nobody
+    allidx = np.concatenate(parts)
+    assert len(np.unique(allidx)) == len(allidx) == clients * (n // clients)
+    assert all(p.dtype == np.int64 and np.all(np.diff(p) > 0) for p in parts)
+    again = partition(y, clients, "dirichlet_prior", 4, alpha=0.3)
+    assert all(np.array_equal(a, b) for a, b in zip(parts, again))
+    other = partition(y, clients, "dirichlet_prior", 5, alpha=0.3)
+    assert any(not np.array_equal(a, b) for a, b in zip(parts, other))
+
+
+def test_dirichlet_prior_skew_follows_alpha():
+    y = labels(5000)
+    share = {a: max_class_share(y, partition(y, 20, "dirichlet_prior", 0, alpha=a)) for a in (0.1, 1.0, 100.0)}
+    assert share[0.1] > 0.55 > share[1.0] > share[100.0]
+    assert share[100.0] < 0.2  # near the uniform 0.1 (plus multinomial noise on 250 samples)
+
+
+def test_dirichlet_prior_statistics_match_dispfl():
+    y = labels(4000)
+    ours, ref = [], []
+    for seed in range(10):
+        for out, parts in ((ours, partition(y, 20, "dirichlet_prior", seed, alpha=1.0)),
+                           (ref, dispfl_dir(y, 20, 1.0, np.random.RandomState(seed)))):
+            present = np.mean([len(np.unique(y[p])) for p in parts])
+            out.append((max_class_share(y, parts), present))
+    (share, present), (share_ref, present_ref) = np.mean(ours, 0), np.mean(ref, 0)
+    assert share == pytest.approx(share_ref, abs=0.025)
+    assert present == pytest.approx(present_ref, abs=0.25)
+
+
+def test_dirichlet_prior_scarce_class_and_underflowing_priors():
+    # class 0 has 3 samples: once it runs out, every prior is renormalised over classes 1..9
+    y = np.concatenate([np.zeros(3, int), labels(997, k=9) + 1])
+    parts = partition(y, 10, "dirichlet_prior", 0, alpha=0.5)
+    assert {len(p) for p in parts} == {100}
+    assert len(np.unique(np.concatenate(parts))) == 1000  # all dealt, nothing twice
+    # at alpha = 1e-4 the priors underflow to exact zeros on most classes: it still terminates
+    parts = partition(labels(), 10, "dirichlet_prior", 0, alpha=1e-4)
+    assert {len(p) for p in parts} == {200}
+    assert max_class_share(labels(), parts) > 0.5
+
+
+def test_dirichlet_prior_bad_alpha():
+    with pytest.raises(DataError, match=r"alpha must be > 0, got 0"):
+        partition(labels(), 4, "dirichlet_prior", 0, alpha=0.0)

@@ -17,7 +17,7 @@ PARAMS = {
 
 
 def test_registry():
-    assert MODELS.names() == ["cnn", "logistic", "mixer", "mlp", "resnet18", "vit"]
+    assert MODELS.names() == ["cnn", "cnn1d", "logistic", "mixer", "mlp", "resnet18", "vgg11", "vit"]
     with pytest.raises(ConfigError, match="resnet18"):
         build("resnet-18", (3, 32, 32), 10)
 

@@ -92,6 +92,9 @@ def summary(fed) -> str:
     classes = (counts > 0).sum(axis=1)
     n = len(sizes)
     more = f"{n - MAX_ROWS} more clients not shown; " if n > MAX_ROWS else ""
+    dealt = int(sizes.sum()) + sum(int(t.numel()) for t in fed.client_test)
+    if dealt < len(fed.y_train):  # dirichlet_prior's equal shards leave N mod num_clients out
+        more += f"{len(fed.y_train) - dealt} training samples in no client's shard; "
     return (f"{more}train size min {sizes.min()} / median {int(np.median(sizes))} / max {sizes.max()}; "
             f"classes per client min {classes.min()} / mean {classes.mean():.1f} / max {classes.max()} "
             f"(test = held-out local test, cls = classes present)")

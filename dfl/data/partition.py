@@ -1,14 +1,18 @@
-"""Partitioners: split a labelled pool among clients (iid, dirichlet, shards, quantity).
+"""Partitioners: split a labelled pool among clients (iid, dirichlet, dirichlet_prior, shards, quantity).
 
 Every partitioner maps ``(labels, num_clients, rng, **options)`` to a list of ``num_clients``
-int64 index arrays (sorted, disjoint). Use :func:`partition`, which makes the numpy Generator
-from the seed, checks the sizes and passes each partitioner only the options it takes, so one
-options dict built from ``DataConfig`` fits every scheme.
+int64 index arrays (sorted, disjoint; all of the pool but for dirichlet_prior's remainder).
+Use :func:`partition`, which makes the numpy Generator from the seed, checks the sizes and
+passes each partitioner only the options it takes, so one options dict built from
+``DataConfig`` fits every scheme.
 
 - iid: a random permutation cut into near-equal parts.
 - dirichlet: label skew; for each class, proportions over clients ~ Dir(alpha), resampled until
   every client holds >= min_size samples (Hsu et al. 2019, "Measuring the Effects of Non-Identical
   Data Distribution"; the loop of NIID-Bench, Li et al. 2022). Smaller alpha = more skew.
+- dirichlet_prior: equal shard sizes, each client's label prior ~ Dir(alpha), samples dealt one
+  by one from the clients' priors without replacement (DisPFL, Dai et al. 2022; the split of
+  the DFedSAM paper). The N mod num_clients samples left over go to nobody.
 - shards: pathological non-iid of FedAvg (McMahan et al. 2017): the pool is sorted by label and
   cut into num_clients * shards_per_client single-class shards, dealt at random, so a client
   sees at most shards_per_client classes.
@@ -16,6 +20,7 @@ options dict built from ``DataConfig`` fits every scheme.
 """
 from __future__ import annotations
 
+import bisect
 import inspect
 from typing import Any, Callable
 
@@ -36,7 +41,7 @@ def partition(labels: np.ndarray, num_clients: int, scheme: str, seed: int, **op
     Args:
         labels: (N,) integer labels of the pool.
         num_clients: number of clients (>= 1, <= N).
-        scheme: a name in PARTITIONERS (iid, dirichlet, shards, quantity).
+        scheme: a name in PARTITIONERS (iid, dirichlet, dirichlet_prior, shards, quantity).
         seed: seed of the numpy Generator; equal seeds give equal partitions.
         **opts: alpha, min_size, shards_per_client, sigma; each scheme takes the ones it uses.
 
@@ -111,6 +116,57 @@ def dirichlet(labels: np.ndarray, num_clients: int, rng: np.random.Generator, *,
     raise DataError(f"partition 'dirichlet': no draw in {MAX_DIRICHLET_TRIES} tries gave all {num_clients} "
                     f"clients >= min_size {min_size} of {n} samples at alpha={alpha}; "
                     f"raise data.alpha or lower data.min_size / data.num_clients")
+
+
+@PARTITIONERS.register("dirichlet_prior")
+def dirichlet_prior(labels: np.ndarray, num_clients: int, rng: np.random.Generator, *,
+                    alpha: float = 0.5) -> list[np.ndarray]:
+    """Equal shards, each client's label prior ~ Dir(alpha): the 'dir' split of DisPFL / DFedSAM.
+
+    Every client gets m = N // num_clients samples (the N mod num_clients left over go to
+    nobody) and a prior p_i ~ Dir(alpha * 1_K) over the K classes. Sample by sample, a client
+    is picked uniformly among those still short of m and a class c ~ p_i restricted to the
+    classes with samples left,
+
+        P(c | i) = p_ic [n_c > 0] / sum_c' p_ic' [n_c' > 0],
+
+    and the client takes one not yet dealt sample of class c (without replacement: the shards
+    are disjoint). This is rong-dai/DisPFL's ``partition_data(..., 'dir')`` (Dai et al. 2022),
+    whose redraw of an exhausted class is rejection sampling from the same renormalised prior;
+    woodenchild95/FL-Simulator refills an exhausted class instead, so its shards can share
+    samples. A client whose prior has underflowed to 0 on every class left draws uniformly
+    among them (the reference would loop forever). Smaller alpha = more skew.
+    """
+    if alpha <= 0:
+        raise DataError(f"partition 'dirichlet_prior': alpha must be > 0, got {alpha}")
+    m = len(labels) // num_clients
+    classes = np.unique(labels)
+    pools = [list(rng.permutation(np.flatnonzero(labels == c))) for c in classes]
+    prior = rng.dirichlet(np.full(len(classes), alpha), size=num_clients)
+    live = np.ones(len(classes), dtype=bool)
+    cum = np.cumsum(prior, axis=1).tolist()  # per client, over the classes with samples left
+    pick_client, pick_class = rng.random(num_clients * m), rng.random(num_clients * m)
+    open_clients = list(range(num_clients))
+    need = [m] * num_clients
+    shards: list[list[int]] = [[] for _ in range(num_clients)]
+    for t in range(num_clients * m):
+        slot = int(pick_client[t] * len(open_clients))
+        i = open_clients[slot]
+        row = cum[i]
+        if row[-1] > 0:
+            c = min(bisect.bisect_right(row, pick_class[t] * row[-1]), len(row) - 1)
+            while not live[c]:  # a zero-width step at the top end: the last class with samples left
+                c -= 1
+        else:
+            c = int(np.flatnonzero(live)[int(pick_class[t] * live.sum())])
+        shards[i].append(pools[c].pop())
+        if not pools[c]:  # class c ran out: renormalise every prior over the classes left
+            live[c] = False
+            cum = np.cumsum(prior * live, axis=1).tolist()
+        need[i] -= 1
+        if need[i] == 0:
+            open_clients.pop(slot)
+    return [np.asarray(p, dtype=np.int64) for p in shards]
 
 
 def _shards_per_class(counts: np.ndarray, total: int) -> np.ndarray:

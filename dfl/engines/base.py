@@ -21,6 +21,7 @@ from .. import optim, rng
 from ..algorithms import Correction
 from ..bank import Layout
 from ..data import FederatedData
+from ..data.augment import CROP_FLIP_FIELDS, check_augment, crop_flip, crop_flip_draws
 from ..registry import Registry
 
 ENGINES: Registry = Registry("engine backend")
@@ -70,11 +71,14 @@ class ClientData:
 
     ``client_ids`` are the global ids of the clients of ``fed.client_train`` (default 0..n-1): a
     subset of the federation (a Ray actor's clients) keeps the global ids, so its batches come
-    from the same per-client random streams as in the full federation.
+    from the same per-client random streams as in the full federation. ``augment`` (data.augment:
+    none, crop_flip) transforms every training batch with draws from the same per-client streams.
     """
 
     def __init__(self, fed: FederatedData, device: torch.device, seed: int, batch_size: int,
-                 client_ids: Optional[np.ndarray] = None):
+                 client_ids: Optional[np.ndarray] = None, augment: str = "none"):
+        check_augment(augment, tuple(fed.x_train.shape[1:]))
+        self.augment = augment
         self.x = fed.x_train.to(device)
         self.y = fed.y_train.to(device)
         self.shards, _ = pad_indices(fed.client_train, device)
@@ -99,8 +103,17 @@ class ClientData:
 
     def inputs(self, glob: torch.Tensor, clients: np.ndarray, round_: int, step: int) -> torch.Tensor:
         """The training inputs of the samples ``glob`` ((len(clients), B) global indices) that the
-        clients (rows of this ClientData) see at local step ``step`` of round ``round_``."""
-        return self.x[glob]
+        clients (rows of this ClientData) see at local step ``step`` of round ``round_``.
+
+        With data.augment = crop_flip, sample b of client c is augmented with the uniforms of
+        stream (seed, AUGMENT, round_, global id of c, step * B + b): the same batch whichever
+        engine, chunk or actor computes it.
+        """
+        x = self.x[glob]
+        if self.augment == "none":
+            return x
+        u = rng.augment_uniforms(self.seed, round_, self.ids[clients], step, glob.shape[-1], CROP_FLIP_FIELDS)
+        return crop_flip(x, host_to_device(crop_flip_draws(u), x.device))
 
 
 class Trainer:

@@ -72,7 +72,8 @@ class ClientBlock:
         torch.set_num_threads(max(1, int(spec["threads"])))
         x, y, parts = subset_pool(spec["x"], spec["y"], spec["train_parts"][lo:hi])
         fed = types.SimpleNamespace(x_train=x, y_train=y, client_train=parts, num_classes=spec["num_classes"])
-        data = ClientData(fed, self.device, spec["seed"], spec["batch_size"], client_ids=np.arange(lo, hi))
+        data = ClientData(fed, self.device, spec["seed"], spec["batch_size"], client_ids=np.arange(lo, hi),
+                          augment=spec["augment"])
         self.model = spec["model"].to(self.device)
         self.layout = spec["layout"]
         self.trainer = VectorizedTrainer(self.model, self.layout, data, spec["optimizer"], spec["hparams"],

@@ -21,7 +21,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from .. import models, optim, rng
+from .. import models, optim
 from ..algorithms import ALGORITHMS, Correction
 from ..bank import Layout
 from ..config import Config
@@ -87,15 +87,11 @@ def load_shard(cfg: Config, node: Node) -> Shard:
 class OneClientData(ClientData):
     """dfl's ClientData for a single client whose random stream is that of global id ``client_id``."""
 
-    def __init__(self, shard: Shard, device: torch.device, seed: int, batch_size: int):
-        super().__init__(shard.as_federated(), device, seed, batch_size)
+    def __init__(self, shard: Shard, device: torch.device, seed: int, batch_size: int, augment: str = "none"):
+        # the one row's global id is client_id: batches and augmentation draw from its streams
+        super().__init__(shard.as_federated(), device, seed, batch_size,
+                         client_ids=np.array([shard.client_id]), augment=augment)
         self.client_id = shard.client_id
-
-    def batches(self, clients, round_, steps):
-        local = rng.batch_indices(self.seed, round_, np.array([self.client_id]), self.sizes[clients],
-                                  steps, self.batch_size)
-        local_t = torch.as_tensor(local, device=self.shards.device)
-        return local_t, self.shards[torch.zeros_like(local_t[:, :1, :1]), local_t]
 
 
 class LocalClient:
@@ -106,7 +102,7 @@ class LocalClient:
         self.device = device or torch.device("cpu")
         self.model = build_model(cfg, shard.input_shape, shard.num_classes).to(self.device)
         self.layout = Layout.of(dict(self.model.named_parameters()))
-        self.data = OneClientData(shard, self.device, cfg.seed, cfg.local.batch_size)
+        self.data = OneClientData(shard, self.device, cfg.seed, cfg.local.batch_size, augment=cfg.data.augment)
         algo = ALGORITHMS[cfg.algorithm.name](cfg, cfg.data.num_clients, 1)
         hp = optimizer_hparams(cfg, algo.optimizer_overrides())
         self.trainer = SerialTrainer(self.model, self.layout, self.data, cfg.local.optimizer, hp, self.device,

@@ -1,4 +1,5 @@
-"""Models every client trains: logistic, mlp, cnn, resnet18 (GroupNorm), vit, mixer (LayerNorm).
+"""Models every client trains: logistic, mlp, cnn, cnn1d, resnet18 and vgg11 (GroupNorm), vit, mixer
+(LayerNorm).
 
     model = dfl.models.build("cnn", (1, 8, 8), 10)
 
@@ -31,7 +32,8 @@ from ..registry import Registry
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
 
 from . import resnet as _resnet  # noqa: E402,F401  (registers resnet18)
-from . import simple as _simple  # noqa: E402,F401  (registers logistic, mlp, cnn)
+from . import simple as _simple  # noqa: E402,F401  (registers logistic, mlp, cnn, cnn1d)
+from . import vgg as _vgg  # noqa: E402,F401  (registers vgg11)
 from . import mixer as _mixer  # noqa: E402,F401  (registers mixer)
 from . import vit as _vit  # noqa: E402,F401  (registers vit)
 
@@ -43,10 +45,10 @@ def build(name: str, input_shape: tuple[int, ...], num_classes: int, **kw: Any) 
     """Build a fresh model (initialised from torch's global generator; seed it around the call).
 
     Args:
-        name: a name in MODELS (logistic, mlp, cnn, resnet18, vit, mixer).
-        input_shape: shape of one sample, e.g. (1, 8, 8) or (60,).
+        name: a name in MODELS (logistic, mlp, cnn, cnn1d, resnet18, vgg11, vit, mixer).
+        input_shape: shape of one sample, e.g. (1, 8, 8), (60,) or (40,) for cnn1d.
         num_classes: output width.
-        **kw: model options (mlp: hidden; resnet18: groups); options of other models are ignored.
+        **kw: model options (mlp: hidden; resnet18, vgg11: groups); options of other models are ignored.
     """
     fn = MODELS[name]
     shape = tuple(int(s) for s in input_shape)

@@ -15,6 +15,13 @@ from . import MODELS
 from .simple import image_shape
 
 
+def check_groups(name: str, groups: int, channels: int) -> None:
+    """ConfigError unless ``groups`` divides ``channels`` (the gcd of the model's GroupNorm widths)."""
+    if groups < 1 or channels % groups:
+        raise ConfigError(f"model.groups: must divide {channels} (the channels of every GroupNorm of "
+                          f"{name}), got {groups}")
+
+
 def _norm(channels: int, groups: int) -> nn.GroupNorm:
     return nn.GroupNorm(groups, channels)
 
@@ -44,8 +51,7 @@ class ResNet18GN(nn.Module):
 
     def __init__(self, input_shape: tuple[int, int, int], num_classes: int, groups: int = 2):
         super().__init__()
-        if groups < 1 or 64 % groups:
-            raise ConfigError(f"model 'resnet18': groups must divide 64, got {groups}")
+        check_groups("resnet18", groups, 64)
         self.stem = nn.Sequential(nn.Conv2d(input_shape[0], 64, 3, 1, 1, bias=False), _norm(64, groups), nn.ReLU())
         blocks: list[nn.Module] = []
         c_in = 64

@@ -1,4 +1,4 @@
-"""Small models: multinomial logistic regression, a two-hidden-layer MLP, a small CNN."""
+"""Small models: multinomial logistic regression, a two-hidden-layer MLP, a small CNN, MNIST-1D's 1-D CNN."""
 from __future__ import annotations
 
 from torch import Tensor, nn
@@ -65,3 +65,38 @@ class CNN(nn.Module):
 def cnn(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     """The small CNN for 1- or 3-channel images of any size (8x8 digits, 28x28 MNIST, 32x32 CIFAR)."""
     return CNN(image_shape("cnn", input_shape), num_classes)
+
+
+class CNN1D(nn.Module):
+    """MNIST-1D's ConvBase (Greydanus & Steinbach 2024, greydanus/mnist1d notebooks/models.py):
+
+        conv1d(25, k=5, s=2, p=1) -> ReLU -> conv1d(25, k=3, s=2, p=1) -> ReLU
+        -> conv1d(25, k=3, s=2, p=1) -> ReLU -> flatten -> Linear(classes)
+
+    Each convolution maps a length L to floor((L + 2 - k) / 2) + 1: 40 -> 19 -> 10 -> 5, so the
+    head sees 25 * 5 = 125 features (5,210 parameters for 10 classes).
+    """
+
+    def __init__(self, input_shape: tuple[int, int], num_classes: int, channels: int = 25):
+        super().__init__()
+        c, length = input_shape
+        self.input_shape = input_shape
+        layers: list[nn.Module] = []
+        for k in (5, 3, 3):
+            layers += [nn.Conv1d(c, channels, k, stride=2, padding=1), nn.ReLU()]
+            c, length = channels, (length + 2 - k) // 2 + 1
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(channels * length, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.features(x.reshape(x.shape[0], *self.input_shape)).flatten(1))
+
+
+@MODELS.register("cnn1d")
+def cnn1d(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """The 1-D CNN of the MNIST-1D paper for sequences: input shape (length,) or (channels, length)."""
+    if len(input_shape) not in (1, 2) or input_shape[-1] < 3:
+        raise ConfigError(f"model 'cnn1d' needs sequence inputs (length,) or (channels, length) with length >= 3, "
+                          f"got input shape {input_shape}; use cnn, resnet18 or vgg11 for images")
+    shape = (1, input_shape[0]) if len(input_shape) == 1 else (input_shape[0], input_shape[1])
+    return CNN1D(shape, num_classes)
