@@ -10,7 +10,7 @@ from dfl.config import load_config
 from dfl.simulation import Simulation
 from tests.conftest import small_toml
 
-EXPERIMENTS = sorted(Path(__file__).resolve().parent.parent.joinpath("experiments").glob("*.toml"))
+EXPERIMENTS = sorted(Path(__file__).resolve().parent.parent.joinpath("experiments").rglob("*.toml"))
 
 SMALL = small_toml(rounds=3, **{"algorithm.name": "dfedsam", "local.local_steps": 2})
 
@@ -125,19 +125,30 @@ def test_sweep_in_two_processes(config, tmp_path):
     assert [r["overrides"]["algorithm.gossip_steps"] for r in index["runs"]] == [1, 2]
 
 
-@pytest.mark.parametrize("path", EXPERIMENTS, ids=[p.stem for p in EXPERIMENTS])
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=[p.stem for p in EXPERIMENTS])  # experiments/paper/ too
 def test_every_experiment_runs_two_rounds(path, tmp_path, monkeypatch):
     from dfl import sweep
     overrides = {"rounds": 2, "eval_every": 1, "data.num_clients": 9, "local.local_steps": 2}
-    if "cifar" in path.stem:  # a tiny CIFAR-10 in the real pickle format, and a short local epoch
+    if "cifar" in path.stem:  # a tiny CIFAR-10/100 in the real pickle format, a short local epoch
         from tests.test_data_loaders import write_cifar_batch
         folder = tmp_path / "cifar-10-batches-py"
         folder.mkdir()
         for i in range(1, 6):
             write_cifar_batch(folder / f"data_batch_{i}", 40, seed=i)
         write_cifar_batch(folder / "test_batch", 20, seed=9)
+        folder = tmp_path / "cifar-100-python"
+        folder.mkdir()
+        write_cifar_batch(folder / "train", 200, label_key=b"fine_labels", k=100, seed=1)
+        write_cifar_batch(folder / "test", 20, label_key=b"fine_labels", k=100, seed=2)
         overrides.update({"data.root": str(tmp_path), "local.local_epochs": 0.05, "data.min_size": 2,
-                          "topology.d": 4})
+                          "local.batch_size": 4})
+        if "paper" in path.parts:  # every variant is built below: the paper's VGG-11 / ResNet-18 (tested in
+            overrides["model.name"] = "cnn"  # tests/test_models_paper.py) would hold 0.5 GB per variant
+    text = path.read_text()
+    if "random_regular" in text:
+        overrides["topology.d"] = 4
+    if "k = 10" in text:  # random_neighbors with the paper's 10 neighbours
+        overrides["data.num_clients"] = 11
     axes, variants = sweep.load(path, overrides)
     sims = [Simulation(v.config) for v in variants]  # every variant is valid and builds
     for sim in {id(s): s for s in (sims[0], sims[-1])}.values():  # the first and last run
