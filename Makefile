@@ -22,6 +22,7 @@ install: $(VENV)/.installed
 
 demo: install
 	$(BIN)/dfl run experiments/quickstart.toml --out runs/quickstart --overwrite
+	$(BIN)/dfl report runs/quickstart --markdown
 
 test: install
 	$(BIN)/python -m pytest -q -m "not slow"

@@ -158,7 +158,7 @@ def test_every_experiment_runs_two_rounds(path, tmp_path, monkeypatch):
 
 def test_data_command_takes_list_valued_configs(config, tmp_path, capsys):
     quickstart = Path(__file__).resolve().parent.parent / "experiments" / "quickstart.toml"
-    assert main(["data", str(quickstart), "--plot", str(tmp_path / "labels.png")]) == 0
+    assert main(["data", str(quickstart), "--set", "seed=0", "--plot", str(tmp_path / "labels.png")]) == 0
     assert (tmp_path / "labels.png").is_file()
     capsys.readouterr()
     assert main(["data", str(config), "--set", "seed=[0, 1]"]) == 2

@@ -22,7 +22,7 @@ pytest.importorskip("ray")
 ROOT = Path(__file__).resolve().parent.parent
 RAY = Path(sys.executable).parent / "ray"
 QUICKSTART = ROOT / "experiments" / "quickstart.toml"
-SMALL = ["--set", "rounds=2", "--set", "algorithm.name=dfedavg", "--set", "data.num_clients=6",
+SMALL = ["--set", "seed=0", "--set", "rounds=2", "--set", "algorithm.name=dfedavg", "--set", "data.num_clients=6",
          "--set", "model.name=mlp", "--set", "local.local_steps=2", "--quiet"]
 
 pytestmark = pytest.mark.slow
