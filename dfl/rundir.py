@@ -310,15 +310,28 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _with_defaults(config: dict[str, Any]) -> dict[str, Any]:
+    """A run's config with every key this version of dfl knows filled in (its default where the
+    run predates the key), so runs written before a key existed group with runs written after;
+    a config this version cannot read is compared as written."""
+    from .config import from_dict, to_dict
+    from .errors import ConfigError
+    try:
+        return to_dict(from_dict(config))
+    except (ConfigError, TypeError, ValueError):
+        return config
+
+
 def group_runs(runs: Iterable[Run]) -> list[Group]:
-    """Group runs whose configs are equal but for the seed, in order of first appearance.
+    """Group runs whose configs are equal but for the seed (and [logging], the trackers, which change
+    no number), in order of first appearance.
 
     Groups that would share a label get the config keys that tell them apart appended,
     e.g. 'DFedSAM, ring, Q=4 (local.lr=0.05)'.
     """
     groups: dict[str, Group] = {}
     for run in runs:
-        flat = _flat(run.config)
+        flat = {k: v for k, v in _flat(_with_defaults(run.config)).items() if not k.startswith("logging.")}
         flat.pop("seed", None)
         key = json.dumps(flat, sort_keys=True, default=str)
         if key not in groups:

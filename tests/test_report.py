@@ -277,3 +277,17 @@ def test_time_varying_graph_shows_its_period_gap(tmp_path):
                                                for r in rows))
     (cells,) = summary_cells(report.build_report([run])).values()
     assert cells[0] == "DFedSAM, one_peer_exponential, Q=1" and cells[10] == "0.875"  # not one matching's 0
+
+
+def test_a_run_written_before_a_key_existed_groups_with_one_that_has_its_default(tmp_path):
+    # seed 1 of DFedSAM lacks topology.mixing in its config.toml (as a run written before a key
+    # existed lacks that key): it still belongs to its variant, the key taking its default
+    sweep = seed_sweep(tmp_path / "s", single=False)
+    old = sweep / "dfedsam-ring-q1-s1" / "config.toml"
+    text = old.read_text()
+    assert 'mixing = "metropolis"' in text
+    old.write_text(text.replace('mixing = "metropolis"\n', ""))
+    assert sorted(len(g.runs) for g in group_runs(load_runs([sweep]))) == [3, 3]
+    # a real difference (not a default) still splits the variant
+    old.write_text(text.replace('mixing = "metropolis"', 'mixing = "max_degree"'))
+    assert sorted(len(g.runs) for g in group_runs(load_runs([sweep]))) == [1, 2, 3]
