@@ -95,20 +95,21 @@ def pooled_time(cfg: Config, repeat: int) -> float:
     return _timeit(one_round, repeat)
 
 
-def papers_loop_time(cfg: Config, repeat: int) -> float:
+def papers_loop_time(cfg: Config, repeat: int, fed: Any = None) -> float:
     """Median seconds of one round written as the papers' reference code does it (DFedSAM and the
     FedSAM / DisPFL code it builds on): for every client, one after another, deepcopy the model, load
     the client's state_dict, build a torch.optim optimizer and iterate a shuffled DataLoader over its
-    shard for K steps, keep a deepcopy of the state_dict; then every client averages its neighbours'
-    state_dicts with W's weights, key by key."""
+    shard for K steps (each batch moved to the run's device), keep a deepcopy of the state_dict; then
+    every client averages its neighbours' state_dicts with W's weights, key by key. ``fed``: the
+    federation to use instead of loading cfg.data (dfl bench --paper's synthetic CIFAR)."""
     from torch.utils.data import DataLoader, TensorDataset
 
     from . import optim
     from .simulation import Simulation
 
-    sim = Simulation(cfg)  # the same data, initial model and graph as the engines' rounds
-    fed, model = sim.fed, sim.model
-    n, k = cfg.data.num_clients, cfg.local.local_steps
+    sim = Simulation(cfg, fed=fed)  # the same data, initial model and graph as the engines' rounds
+    cfg, fed, model, dev = sim.cfg, sim.fed, sim.model, sim.device  # cfg: with the algorithm's optimizer
+    n, k = cfg.data.num_clients, int(sim.steps.max())  # local_steps, or those of local_epochs
     W = topologies.mixing_matrix(sim.graphs.graph(0), rule=cfg.topology.mixing)
     neighbours = [np.flatnonzero(W[i]) for i in range(n)]
     loaders = [DataLoader(TensorDataset(fed.x_train[idx], fed.y_train[idx]), batch_size=cfg.local.batch_size,
@@ -131,7 +132,7 @@ def papers_loop_time(cfg: Config, repeat: int) -> float:
                 except StopIteration:
                     batches = iter(loaders[i])
                     x, y = next(batches)
-                opt.step(closure(local, opt, x, y))
+                opt.step(closure(local, opt, x.to(dev), y.to(dev)))
             trained.append(copy.deepcopy(local.state_dict()))
         for i in range(n):
             states[i] = {key: sum(float(W[i, j]) * trained[j][key] for j in neighbours[i]) for key in trained[i]}

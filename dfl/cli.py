@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
-    from .errors import USER_ERRORS
+    from .errors import USER_ERRORS, Interrupted
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -49,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as exc:
         print(f"dfl: error: {exc}", file=sys.stderr)
         return 2
+    except Interrupted as exc:  # SIGTERM / SIGINT: the checkpoint is written, the line says how to resume
+        print(f"dfl: {exc}", file=sys.stderr)
+        return exc.code
     except KeyboardInterrupt:
         print("dfl: interrupted", file=sys.stderr)
         return 130

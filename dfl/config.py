@@ -79,6 +79,8 @@ class DataConfig:
 
 
 AUGMENTS = ("none", "crop_flip")
+#: algorithm.compression (the formats of dfl.compression).
+COMPRESSIONS = ("none", "topk", "randomk", "qsgd", "sign")
 
 
 @dataclass(frozen=True)
@@ -190,8 +192,34 @@ class AlgorithmConfig:
     (FL-Simulator's default 0.1)."""
     server_lr: float = 1.0
     """Server step size of the centralized baselines (1 = plain averaging)."""
+    compression: str = "none"
+    """What each client sends in a gossip step (dfl.compression): none (its float32 model), topk,
+    randomk (compression_ratio of the entries, with their indices), qsgd (levels), sign. Anything
+    but none runs compressed_gossip (decentralized algorithms, vectorized / serial engines)."""
+    compression_ratio: float = 0.01
+    """topk / randomk: fraction of the entries sent, k = max(1, round(ratio * d))."""
+    levels: int = 7
+    """qsgd: non-zero quantization levels s; an entry takes 1 + ceil(log2(s + 1)) bits (7 = 4 bits)."""
+    consensus_step: Optional[float] = None
+    """gamma of compressed gossip, x_i += gamma sum_j W_ij (x_hat_j - x_hat_i), in (0, 1]; required
+    with compression (tune it: smaller for stronger compression); unused with compression = none."""
+    compressed_gossip: str = "choco"
+    """choco (Choco-Gossip, Koloskova et al. 2019: public copies x_hat, the error fed back) or naive
+    (x += gamma (W C(x) - C(x)), no memory: the baseline that stalls)."""
 
     def __post_init__(self) -> None:
+        _check("algorithm.compression", self.compression in COMPRESSIONS, f"one of {', '.join(COMPRESSIONS)}",
+               self.compression)
+        _check("algorithm.compression_ratio", 0 < self.compression_ratio <= 1, "in (0, 1]", self.compression_ratio)
+        _check("algorithm.levels", self.levels >= 1, ">= 1", self.levels)
+        _check("algorithm.consensus_step", self.consensus_step is None or 0 < self.consensus_step <= 1,
+               "in (0, 1]", self.consensus_step)
+        _check("algorithm.compressed_gossip", self.compressed_gossip in ("choco", "naive"), "choco or naive",
+               self.compressed_gossip)
+        if self.compression != "none" and self.consensus_step is None:
+            raise ConfigError(f"algorithm.consensus_step: compressed gossip (algorithm.compression = "
+                              f"{self.compression!r}) needs its step size gamma in (0, 1], e.g. 0.05 for topk 1%, "
+                              "0.1 for qsgd 4 bits (larger diverges, smaller is slow)")
         _check("algorithm.gossip_steps", self.gossip_steps >= 1, ">= 1", self.gossip_steps)
         _check("algorithm.participation", 0 < self.participation <= 1, "in (0, 1]", self.participation)
         _check("algorithm.beta", 0 <= self.beta < 1, "in [0, 1)", self.beta)
@@ -235,7 +263,15 @@ class EngineConfig:
     chunk_size: int = 0
     """Clients per vmap chunk; 0 picks it from free memory."""
     threads: int = 0
-    """torch intra-op threads; 0 leaves torch's default."""
+    """torch intra-op threads; 0 = the CPUs this process may use (affinity mask, cgroup quota; dfl.cpus)."""
+    strategy: str = "auto"
+    """How the vectorized engine runs a chunk of clients: vmap (all at once, torch.func.vmap),
+    sequential (one client after another, the same functional step on its rows of the bank), or
+    auto (sequential when one client's step is large; dfl/engines/plan.py). Same numbers either
+    way (to ~1e-6); the choice is printed and recorded in manifest.json."""
+    precision: str = "fp32"
+    """fp32; tf32 (CUDA matmuls and convolutions in TF32; no effect on CPU); bf16 (the forward
+    under bf16 autocast; weights, optimizer state, descent and gossip stay fp32)."""
     # Ray backend (engine.backend = "ray")
     ray_address: str = ""
     """Address of an existing Ray cluster ("auto", "ray://host:10001", "127.0.0.1:6379"); empty starts a local Ray."""
@@ -254,6 +290,8 @@ class EngineConfig:
         _check("engine.device", dev_ok, "auto, cpu, cuda, cuda:N or mps", self.device)
         _check("engine.chunk_size", self.chunk_size >= 0, ">= 0", self.chunk_size)
         _check("engine.threads", self.threads >= 0, ">= 0", self.threads)
+        _check("engine.strategy", self.strategy in STRATEGIES, f"one of {', '.join(STRATEGIES)}", self.strategy)
+        _check("engine.precision", self.precision in PRECISIONS, f"one of {', '.join(PRECISIONS)}", self.precision)
         _check("engine.clients_per_actor", self.clients_per_actor >= 0, ">= 0", self.clients_per_actor)
         _check("engine.gpus_per_actor", self.gpus_per_actor >= 0, ">= 0", self.gpus_per_actor)
         _check("engine.cpus_per_actor", self.cpus_per_actor > 0, "> 0", self.cpus_per_actor)
@@ -261,6 +299,8 @@ class EngineConfig:
 
 
 BACKENDS = ("vectorized", "serial", "ray")
+STRATEGIES = ("auto", "vmap", "sequential")
+PRECISIONS = ("fp32", "tf32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -270,7 +310,10 @@ class MetricsConfig:
     sharpness_every: int = 0
     """Every k rounds: loss increase of the averaged model after one SAM ascent step (0 = off)."""
     checkpoint_every: int = 0
-    """Write a checkpoint every N rounds (0 = only at the end)."""
+    """Write a checkpoint every N rounds; 0 (default) = by wall time: after the first round, then
+    every checkpoint_minutes. Always at the end, and on SIGTERM / SIGINT."""
+    checkpoint_minutes: float = 5.0
+    """With checkpoint_every = 0: minutes of wall time between checkpoints (a killed run loses at most that)."""
     flatness_every: int = 0
     """Every k rounds: hessian_max_eig, hessian_trace and sharpness of the averaged model (0 = off)."""
     hessian_iters: int = 20
@@ -281,6 +324,7 @@ class MetricsConfig:
     def __post_init__(self) -> None:
         _check("metrics.sharpness_every", self.sharpness_every >= 0, ">= 0", self.sharpness_every)
         _check("metrics.checkpoint_every", self.checkpoint_every >= 0, ">= 0", self.checkpoint_every)
+        _check("metrics.checkpoint_minutes", self.checkpoint_minutes > 0, "> 0", self.checkpoint_minutes)
         _check("metrics.flatness_every", self.flatness_every >= 0, ">= 0", self.flatness_every)
         _check("metrics.hessian_iters", self.hessian_iters >= 1, ">= 1", self.hessian_iters)
         _check("metrics.hessian_samples", self.hessian_samples >= 1, ">= 1", self.hessian_samples)
@@ -308,6 +352,39 @@ class FaultsConfig:
 
 
 @dataclass(frozen=True)
+class LoggingConfig:
+    """Experiment trackers fed with every metrics row (all off by default; any combination).
+
+    They are callbacks beside the run directory's writer (dfl/tracking.py), checked before a run
+    starts: a tracker that is not installed or not reachable is a one-line error.
+    """
+
+    tensorboard: bool = False
+    """TensorBoard event files in <run dir>/tensorboard: every metric as a scalar per round, the
+    config as hyperparameters, the figures at the end (`pip install "dfl[tracking]"`)."""
+    mlflow: str = ""
+    """MLflow tracking URI ("file:///path/mlruns", "http://host:5000"); one MLflow run per dfl run
+    (flattened config as params, metrics per round, files and figures as artifacts); empty = off."""
+    wandb: str = ""
+    """Weights & Biases: "offline" (files under <run dir>/wandb, `wandb sync` uploads them later)
+    or "online"; empty = off."""
+    wandb_project: str = "dfl"
+    """W&B project of the runs."""
+    wandb_group: str = ""
+    """W&B group; empty = the sweep directory's name for the variants of a sweep, none for a run."""
+
+    def __post_init__(self) -> None:
+        _check("logging.wandb", self.wandb in WANDB_MODES, "one of " + ", ".join(map(repr, WANDB_MODES)),
+               self.wandb)
+        _check("logging.wandb_project", bool(self.wandb_project.strip()), "a non-empty name", self.wandb_project)
+        _check("logging.mlflow", self.mlflow == self.mlflow.strip(), "a tracking URI without surrounding spaces",
+               self.mlflow)
+
+
+WANDB_MODES = ("", "offline", "online")
+
+
+@dataclass(frozen=True)
 class Config:
     """A whole experiment."""
 
@@ -324,6 +401,7 @@ class Config:
     engine: EngineConfig = field(default_factory=EngineConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     faults: FaultsConfig = field(default_factory=FaultsConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     def __post_init__(self) -> None:
         _check("seed", self.seed >= 0, ">= 0", self.seed)
@@ -346,7 +424,13 @@ class Config:
             algo = f"{algo} ({opt})"
         if self.algorithm.name in CENTRALIZED:
             return algo
-        return f"{algo}, {self.topology.name}, Q={self.algorithm.gossip_steps}"
+        label = f"{algo}, {self.topology.name}, Q={self.algorithm.gossip_steps}"
+        a = self.algorithm
+        if a.compression != "none":  # 'DFedSAM, ring, Q=4, topk 0.01' / ', qsgd s=7'
+            param = {"topk": f" {a.compression_ratio:.3g}", "randomk": f" {a.compression_ratio:.3g}",
+                     "qsgd": f" s={a.levels}"}.get(a.compression, "")
+            label += f", {'naive ' if a.compressed_gossip == 'naive' else ''}{a.compression}{param}"
+        return label
 
 
 ALGO_LABELS = {

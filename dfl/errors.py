@@ -20,4 +20,17 @@ class DivergedError(DflError):
     """Training produced NaN / Inf (the message names the client and the round)."""
 
 
+class Interrupted(Exception):
+    """A run stopped by SIGTERM / SIGINT (its checkpoint written); not an error of the input.
+
+    The CLI prints the message (one line, how to resume) and exits with ``code``: 128 + the
+    signal number, 143 for SIGTERM and 130 for SIGINT, as a shell reports a killed command.
+    """
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum
+        self.code = 128 + signum
+
+
 USER_ERRORS = (DflError, TopologyError)

@@ -97,7 +97,8 @@ def finite_rows(rows: torch.Tensor) -> torch.Tensor:
 def diverged(bank: torch.Tensor, losses: np.ndarray, active: np.ndarray) -> np.ndarray:
     """(n,) bool: active clients whose training loss or model row holds a NaN / Inf."""
     # An engine that holds the bank itself (Ray) reports a non-finite row as a nan loss.
-    rows_ok = finite_rows(bank).cpu().numpy() if isinstance(bank, torch.Tensor) else True
+    rows_ok = (finite_rows(bank).cpu().numpy() if isinstance(bank, torch.Tensor)
+               else np.ones(len(losses), dtype=bool))  # (not `True`: ~True is -2, an int mask)
     return np.asarray(active, dtype=bool) & (~np.isfinite(losses) | ~rows_ok)
 
 
@@ -147,13 +148,24 @@ def reset_state(trainer: Any, bad: np.ndarray) -> None:
                 clients[int(i)] = None
 
 
-def handle_divergence(sim: Any, bad: np.ndarray, losses: np.ndarray, before: torch.Tensor,
-                      active: np.ndarray) -> np.ndarray:
-    """Apply faults.on_nan to the clients in `bad`; returns the round's new active mask.
+def neighbour_rows(trainer: Any, bank: Any, before: Any, bad: np.ndarray, G: nx.Graph) -> dict[int, torch.Tensor]:
+    """neighbour_mean for a bank held by the engine (Ray actors): {bad client: its new row},
+    fetching only the good neighbours' rows (and the start-of-round rows of isolated clients)."""
+    nbrs = {int(i): [j for j in G.neighbors(int(i)) if j != i and not bad[j]] for i in np.flatnonzero(bad)}
+    rows = trainer.take(bank, sorted({j for js in nbrs.values() for j in js}))
+    start = trainer.take(before, [i for i, js in nbrs.items() if not js])
+    return {i: torch.stack([rows[j] for j in js]).mean(0) if js else start[i] for i, js in nbrs.items()}
+
+
+def handle_divergence(sim: Any, bad: np.ndarray, losses: np.ndarray, before: Any,
+                      active: np.ndarray) -> tuple[np.ndarray, Any]:
+    """Apply faults.on_nan to the clients in `bad`; returns the round's new active mask and
+    start-of-round bank.
 
     "stop" raises DivergedError. "skip_client": a gossip client's row (both the pre-round row that
     D-PSGD mixes and the trained one) becomes its neighbours' mean; a centralized client keeps the
-    global model and is left out of the average. Either way its loss is not reported.
+    global model and is left out of the average. Either way its loss is not reported. A bank held
+    by the engine (Ray) is patched there, with the same rows.
     """
     if sim.cfg.faults.on_nan == "stop":
         raise DivergedError(stop_message(bad, losses, sim.round))
@@ -161,10 +173,13 @@ def handle_divergence(sim: Any, bad: np.ndarray, losses: np.ndarray, before: tor
     reset_state(sim.trainer, bad)
     if sim.algo.centralized:
         sim.bank[torch.as_tensor(bad, device=sim.bank.device)] = before[torch.as_tensor(bad, device=before.device)]
+    elif not isinstance(sim.bank, torch.Tensor):  # rows on Ray actors: only the bad ones change
+        new = neighbour_rows(sim.trainer, sim.bank, before, bad, sim.round_graph)
+        sim.bank, before = sim.trainer.patched(sim.bank, new), sim.trainer.patched(before, new)
     else:
         sim.bank = neighbour_mean(sim.bank, bad, sim.round_graph, before)
         before[torch.as_tensor(bad, device=before.device)] = sim.bank[torch.as_tensor(bad, device=sim.bank.device)]
-    return active & ~bad
+    return active & ~bad, before
 
 
 def mean_loss(losses: np.ndarray) -> float:

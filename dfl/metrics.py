@@ -42,7 +42,7 @@ def consensus_distance(X: torch.Tensor) -> float:
     mean /= n
     total = torch.zeros((), dtype=torch.float64, device=X.device)
     for b in blocks:
-        diff = b.double().sub_(mean)
+        diff = b.to(torch.float64, copy=True).sub_(mean)  # a copy: X may be float64 already
         total += torch.einsum("ij,ij->", diff, diff)
     return float(total / n)
 

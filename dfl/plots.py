@@ -67,7 +67,7 @@ METRIC_LABELS = {
     "test_acc": "test acc. (mean model)",
     "local_test_acc": "local test acc. (mean)",
     "consensus": r"consensus distance $\Xi$",
-    "comm_mb": "MB sent per client (cumulative)",
+    "comm_mb": "MB sent by all clients (cumulative)",
     "spectral_gap": "spectral gap",
     "effective_gap": r"effective gap $1-(1-\gamma)^Q$",
     "hessian_max_eig": r"Hessian $\lambda_{max}$",
@@ -472,7 +472,7 @@ def plot_accuracy(runs: Iterable[Run] | Sequence[Group], style: str | Style = "s
 
 def plot_accuracy_vs_comm(runs: Iterable[Run] | Sequence[Group], style: str | Style = "screen",
                           title: bool = True) -> "Figure":
-    """Test accuracy of the averaged model vs cumulative MB sent per client."""
+    """Test accuracy of the averaged model vs cumulative MB sent by all clients."""
     st, groups = _style(style), _groups(runs)
     require(_runs(groups), ("test_acc", "comm_mb"))
     look = Look(groups)

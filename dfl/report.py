@@ -199,7 +199,7 @@ def table_note(baseline: str, target: float, target_how: str) -> str:
             f"the n seeds (no std for n = 1). Baseline: {baseline}; \u0394 is the difference of the mean "
             f"final test accuracy to the baseline's, in percentage points (\u00b1 its standard error when "
             f"both have n > 1). Target test accuracy {100 * target:.2f}% ({target_how}). Accuracies are "
-            f"of the averaged model unless marked local; MB are cumulative per client; the spectral gap "
+            f"of the averaged model unless marked local; MB are cumulative, summed over all clients; the spectral gap "
             f"of a time-varying graph is that of one period's product of mixing matrices.")
 
 
@@ -280,7 +280,7 @@ FIGURE_CAPTIONS = {
                 "models (right) per round. Look for the distance between the panels: local models far below the "
                 "averaged one mean clients that disagree (high consensus distance); the last rounds are the "
                 "table's final accuracy.",
-    "comm": "Test accuracy of the averaged model vs cumulative MB sent per client (gossip: Q \u00d7 degree "
+    "comm": "Test accuracy of the averaged model vs cumulative MB sent by all clients (gossip: each client sends Q \u00d7 degree "
             "\u00d7 model size per round). Look to the left: a curve that reaches an accuracy with fewer MB is "
             "the cheaper variant; more gossip steps Q buy accuracy per round at a multiple of the traffic.",
     "gap": "Final test accuracy (left) and final consensus distance (right) vs the effective spectral gap "

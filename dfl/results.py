@@ -1,14 +1,22 @@
-"""The run directory: config.toml, metrics.jsonl, summary.json, manifest.json, checkpoints/.
+"""The run directory: config.toml, metrics.jsonl, summary.json, manifest.json, checkpoint.pt.
 
 Written from outside the training loop (a Simulation callback). metrics.jsonl lines are written
 whole and flushed, checkpoints atomically (temp file + rename), so a killed run leaves a
-directory that `dfl run --resume DIR` continues from.
+directory that `dfl run --resume DIR` continues from. By default a checkpoint is written after
+the first round, then every ``metrics.checkpoint_minutes`` of wall time, and at the end
+(``metrics.checkpoint_every = N``: every N rounds instead).
+
+Checkpoints hold tensors and plain values only (dicts, lists, numbers, strings) and are read
+with ``torch.load(weights_only=True)`` (``safe_load``): a file carrying any other object, which
+unpickling would construct by running code, is refused with one line, never executed.
 """
 from __future__ import annotations
 
 import json
 import os
+import pickle
 import platform
+import re
 import resource
 import shutil
 import sys
@@ -17,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
 import torch
 
 from . import __version__
@@ -24,6 +33,8 @@ from .config import Config, dumps_toml, to_dict
 from .errors import DflError
 
 CHECKPOINT = "checkpoint.pt"
+#: The wall clock of the checkpoint cadence (a name of its own, so that tests can move it).
+clock = time.monotonic
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -38,6 +49,51 @@ def _atomic_write(path: Path, write) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def plain(obj: Any) -> Any:
+    """``obj`` with numpy values turned into Python numbers and tensors, so that
+    ``torch.load(weights_only=True)`` reads it back (containers, tensors, numbers, strings, None)."""
+    if isinstance(obj, dict):
+        return {k: plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(plain(v) for v in obj)
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(obj))
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def safe_save(obj: Any, path: Path) -> None:
+    """torch.save of ``plain(obj)``, atomically (temp file + rename)."""
+    _atomic_write(Path(path), lambda fh: torch.save(plain(obj), fh))
+
+
+def safe_load(source: Any, name: str | Path, *, what: str = "file", map_location: Any = "cpu",
+              hint: str = "") -> Any:
+    """torch.load with weights_only=True: tensors and plain values only.
+
+    Args:
+        source: a path or a binary file object.
+        name: how the message names the file; what: what the file should be ("checkpoint").
+        hint: what the user can do, appended to the message of a corrupt file.
+    Raises:
+        DflError: one line; "refused" for a file carrying other objects (unpickling them could
+        run code: they are never constructed), "corrupt" for one that cannot be read at all.
+    """
+    try:
+        return torch.load(source, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "Weights only load failed" not in str(exc):
+            raise DflError(f"{name}: corrupt {what} ({exc}){hint}") from None
+        culprit = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        found = f" ({culprit.group(1)})" if culprit else ""
+        raise DflError(f"{name}: {what} refused: it holds an object other than tensors and plain "
+                       f"values{found}, which loading would construct by running code; use a {what} "
+                       "written by dfl") from None
+    except Exception as exc:  # noqa: BLE001 - a truncated zip, garbage, an empty file
+        raise DflError(f"{name}: corrupt {what} ({type(exc).__name__}){hint}") from None
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -93,13 +149,16 @@ def prepare(out: str | Path, *, overwrite: bool = False, resume: bool = False) -
 
 
 class RunDir:
-    """Writes one run's directory; the Simulation's on_round callback."""
+    """Writes one run's directory; the Simulation's on_round callback (``after_round`` too, so
+    that checkpoints fall on rounds without evaluation as well)."""
 
     def __init__(self, path: Path, cfg: Config, *, label: str = "", resume: bool = False):
         self.path = Path(path)
         self.cfg = cfg
         self.label = label or cfg.label()
         self.started = time.strftime("%Y-%m-%dT%H:%M:%S")
+        self.saved_round: Optional[int] = None  # the round of the checkpoint on disk (None: none yet)
+        self.saved_at = clock()
         if not resume:
             (self.path / "config.toml").write_text(dumps_toml(to_dict(cfg)))
             (self.path / "metrics.jsonl").write_text("")
@@ -114,12 +173,26 @@ class RunDir:
             fh.write(json.dumps(row, default=_jsonable) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
-        every = self.cfg.metrics.checkpoint_every
-        if (every and sim.round % every == 0) or sim.round == self.cfg.rounds:
+        self.after_round(sim)
+
+    def due(self, sim: Any) -> bool:
+        """A checkpoint is due: at the end; every checkpoint_every rounds if set; else after the
+        first round (so that a killed run can always be resumed) and every checkpoint_minutes."""
+        m = self.cfg.metrics
+        if sim.round == self.cfg.rounds:
+            return True
+        if m.checkpoint_every:
+            return sim.round % m.checkpoint_every == 0
+        return self.saved_round is None or clock() - self.saved_at >= 60.0 * m.checkpoint_minutes
+
+    def after_round(self, sim: Any) -> None:
+        """Checkpoint if one is due (called after every round, evaluated or not)."""
+        if self.saved_round != sim.round and self.due(sim):
             self.checkpoint(sim)
 
     def checkpoint(self, sim: Any) -> None:
-        _atomic_write(self.path / CHECKPOINT, lambda fh: torch.save(sim.state_dict(), fh))
+        safe_save(sim.state_dict(), self.path / CHECKPOINT)
+        self.saved_round, self.saved_at = sim.round, clock()
 
     def finish(self, sim: Any, extra_manifest: Optional[dict[str, Any]] = None) -> dict[str, Any]:
         hist = sim.history
@@ -127,11 +200,15 @@ class RunDir:
         summary = {"label": self.label, "rounds": sim.round, "final": hist[-1] if hist else {},
                    "best": {"test_acc": best.get("test_acc"), "round": best.get("round")}}
         write_json(self.path / "summary.json", summary)
+        engine = sim.trainer.describe() if getattr(sim, "trainer", None) is not None else {}
         manifest = {
             "dfl_version": __version__, "torch": torch.__version__, "python": sys.version.split()[0],
             "platform": platform.platform(), "device": str(sim.device), "seed": self.cfg.seed,
             "backend": self.cfg.engine.backend, "num_params": sim.layout.size,
             "num_clients": int(sim.bank.shape[0]), "peak_memory_mb": peak_memory_mb(),
+            "torch_threads": torch.get_num_threads(),
+            "batch_size": getattr(getattr(sim, "client_data", None), "batch_size", None),  # after the cap
+            **({"engine": engine} if engine else {}),  # strategy, precision, chunk, memory estimate
             "started": self.started, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
             **(extra_manifest or {}),
         }
@@ -141,16 +218,25 @@ class RunDir:
         return summary
 
 
+def read_summary(path: Path) -> dict[str, Any]:
+    """summary.json of a finished run directory."""
+    file = Path(path) / "summary.json"
+    try:
+        summary = json.loads(file.read_text())
+    except (OSError, ValueError) as exc:
+        raise DflError(f"{file}: cannot read the run's summary ({exc})") from None
+    if not isinstance(summary, dict) or not isinstance(summary.get("final"), dict):
+        raise DflError(f"{file}: not a dfl run summary (no 'final' metrics)")
+    return summary
+
+
 STATE_KEYS = ("round", "bank", "trainer", "algorithm", "comm_mb", "elapsed", "history")
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Load a run directory's checkpoint; a corrupt one is reported, not loaded."""
+    """Load a run directory's checkpoint (weights_only); a corrupt or foreign one is reported, not loaded."""
     file = Path(path) / CHECKPOINT
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a corrupt file
-        raise DflError(f"{file}: corrupt checkpoint ({type(exc).__name__}); delete it to start over") from None
+    state = safe_load(file, file, what="checkpoint", hint="; delete it to start over")
     if not isinstance(state, dict) or any(k not in state for k in STATE_KEYS):
         raise DflError(f"{file}: not a dfl run checkpoint (expected the keys {', '.join(STATE_KEYS)}); "
                        "delete it to start over")

@@ -13,7 +13,7 @@ _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
 
 #: Named streams, so that different uses of randomness never share draws.
-BATCHES, PARTICIPATION, FAULTS, EVAL, AUGMENT = 1, 2, 3, 4, 5
+BATCHES, PARTICIPATION, FAULTS, EVAL, AUGMENT, COMPRESS = 1, 2, 3, 4, 5, 6
 
 
 def _mix(z: np.ndarray) -> np.ndarray:

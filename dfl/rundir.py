@@ -300,11 +300,12 @@ def require(runs: Iterable[Run], keys: str | Iterable[str]) -> None:
 # ---------------------------------------------------------------------------- grouping
 
 
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flat_keys(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config dict as {dotted key: value}: {"local": {"lr": 0.1}} -> {"local.lr": 0.1}."""
     out: dict[str, Any] = {}
     for k, v in d.items():
         if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
+            out.update(flat_keys(v, f"{prefix}{k}."))
         else:
             out[f"{prefix}{k}"] = v
     return out
@@ -331,7 +332,7 @@ def group_runs(runs: Iterable[Run]) -> list[Group]:
     """
     groups: dict[str, Group] = {}
     for run in runs:
-        flat = {k: v for k, v in _flat(_with_defaults(run.config)).items() if not k.startswith("logging.")}
+        flat = {k: v for k, v in flat_keys(_with_defaults(run.config)).items() if not k.startswith("logging.")}
         flat.pop("seed", None)
         key = json.dumps(flat, sort_keys=True, default=str)
         if key not in groups:
@@ -354,7 +355,7 @@ def group_runs(runs: Iterable[Run]) -> list[Group]:
 
 
 #: Config keys that do not change what a run computes (where and how it ran, what it logged).
-NOT_SETTINGS = ("engine.", "logging.", "metrics.checkpoint_every")
+NOT_SETTINGS = ("engine.", "logging.", "metrics.checkpoint_every", "metrics.checkpoint_minutes")
 #: Short names of config keys in labels: "Q=4", "ρ=0.05"; others show their last part ("lr=0.1").
 SHORT_KEYS = {"algorithm.gossip_steps": "Q", "local.rho": "ρ", "local.local_steps": "K", "data.alpha": "α",
               "data.num_clients": "n", "algorithm.participation": "p", "local.local_epochs": "epochs"}
@@ -447,7 +448,7 @@ def describe_variants(groups: Iterable[Group]) -> Variants:
 def _shared(groups: list[Group], flats: dict[str, dict[str, Any]], varying: list[str]) -> str:
     """'digits, 16 clients, dirichlet α=0.3, cnn, K=5, ring, Q=1; 3 seeds' (what is not varying)."""
     first = next(iter(flats.values()))
-    f = {**{k: v for k, v in _flat(asdict(_DEFAULTS)).items() if v is not None}, **first}  # keys left unwritten
+    f = {**{k: v for k, v in flat_keys(asdict(_DEFAULTS)).items() if v is not None}, **first}  # keys left unwritten
     parts = []
     if "algorithm" not in varying:
         parts.append(_algo_token(f))

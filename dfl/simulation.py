@@ -58,7 +58,8 @@ def optimizer_hparams(cfg: Config, overrides: dict[str, Any]) -> dict[str, Any]:
 def local_options(cfg: Config) -> LocalOptions:
     """The engines' view of [local] beyond the optimizer's hyperparameters."""
     return LocalOptions(lr_max=cfg.local.lr, reset_state=cfg.local.reset_state,
-                        clip_grad_norm=cfg.local.clip_grad_norm)
+                        clip_grad_norm=cfg.local.clip_grad_norm, strategy=cfg.engine.strategy,
+                        precision=cfg.engine.precision)
 
 
 def pool(fed: data_mod.FederatedData) -> data_mod.FederatedData:
@@ -82,6 +83,21 @@ def resolve(cfg: Config) -> Config:
                           f"(SAF would be plain SGD); set local.reset_state = false (the memory then lasts "
                           f"the run, as in the reference) or local.local_epochs > {saf_epochs}")
     return cfg
+
+
+def batch_size(cfg: Config, fed: data_mod.FederatedData, pooled: bool = False) -> int:
+    """Samples per local step: local.batch_size, but at most the largest client shard.
+
+    A PyTorch DataLoader never yields a batch larger than its dataset; here every client's batch
+    has one width (one vmap), so the cap is the largest shard: with equal shards (iid,
+    dirichlet_prior) a client's batch is at most its shard, exactly as the reference code's
+    DataLoader; a smaller shard continues into its next epoch (dfl.rng.batch_indices). Without the
+    cap, local.batch_size = 100000 on shards of 90 samples would draw 100,000 samples per client
+    and step. Pooled training draws num_clients such batches at once, at most the whole union.
+    """
+    sizes = [len(t) for t in fed.client_train]
+    batch = max(1, min(cfg.local.batch_size, max(sizes, default=1)))
+    return max(1, min(batch * len(sizes), sum(sizes))) if pooled else batch
 
 
 def build_model(cfg: Config, input_shape: tuple[int, ...], num_classes: int) -> torch.nn.Module:
@@ -115,7 +131,7 @@ class Simulation:
         self.pooled = getattr(algo_cls, "pooled", False)
         train_fed = pool(self.fed) if self.pooled else self.fed
         n = len(train_fed.client_train)
-        batch = cfg.local.batch_size * (self.fed.num_clients if self.pooled else 1)
+        batch = batch_size(cfg, self.fed, self.pooled)  # at most the largest shard (or the union)
 
         self.model = build_model(cfg, self.fed.input_shape, self.fed.num_classes).to(self.device)
         self.layout = Layout.of(dict(self.model.named_parameters()))
@@ -241,7 +257,7 @@ class Simulation:
         t1 = time.perf_counter()
         bad = faults_mod.diverged(self.bank, losses, active)
         if bad.any():  # faults.on_nan: stop (DivergedError) or restart the client from its neighbours
-            active = faults_mod.handle_divergence(self, bad, losses, before, active)
+            active, before = faults_mod.handle_divergence(self, bad, losses, before, active)
             ctx.active = torch.as_tensor(active, device=self.device)
         if self.algo.centralized and not active.any():
             self.bank, extra = before, {}  # nobody to average: the global model stays
@@ -257,8 +273,10 @@ class Simulation:
                 **faults_mod.round_metrics(self, active, steps, bad),
                 "train_s": t1 - t0, "exchange_s": t2 - t1, **self.trainer.metrics()}
 
-    def run(self, on_round: Optional[OnRound] = None) -> list[dict[str, Any]]:
-        """Run the remaining rounds; calls on_round(sim, metrics) after every evaluated round."""
+    def run(self, on_round: Optional[OnRound] = None,
+            after_round: Optional[Callable[["Simulation"], None]] = None) -> list[dict[str, Any]]:
+        """Run the remaining rounds; calls on_round(sim, metrics) after every evaluated round and
+        after_round(sim) after every round (checkpoints, stop requests): the state is whole then."""
         while self.round < self.cfg.rounds:
             t0 = time.perf_counter()
             raw = self.step()
@@ -272,6 +290,8 @@ class Simulation:
                 self.history.append(row)
                 if on_round:
                     on_round(self, row)
+            if after_round:
+                after_round(self)
         return self.history
 
     # ------------------------------------------------------------------ checkpoints

@@ -121,16 +121,50 @@ def expand(raw: dict[str, Any], source: str = "config") -> tuple[dict[str, list[
     return axes, variants
 
 
-def load(path: str | Path, overrides: dict[str, Any] | None = None) -> tuple[dict[str, list[Any]], list[Variant]]:
-    """Read a (possibly list-valued) TOML config, apply --set overrides, expand it."""
+def read(path: str | Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A (possibly list-valued) TOML config as a raw dict, with the --set overrides applied."""
     raw = read_toml(path)
     for k, v in (overrides or {}).items():
         _set(raw, k, v)
-    return expand(raw, str(path))
+    return raw
 
 
-def write_index(out: Path, source: str, axes: dict[str, list[Any]], variants: list[Variant]) -> None:
-    """sweep.json: the source config, the axes and every run's directory and overrides."""
+def load(path: str | Path, overrides: dict[str, Any] | None = None) -> tuple[dict[str, list[Any]], list[Variant]]:
+    """Read a (possibly list-valued) TOML config, apply --set overrides, expand it."""
+    return expand(read(path, overrides), str(path))
+
+
+def write_index(out: Path, source: str, axes: dict[str, list[Any]], variants: list[Variant],
+                raw: dict[str, Any] | None = None) -> None:
+    """sweep.json: the source config, the axes, every run's directory and overrides, and the
+    config as read (``raw``: with the --set overrides, before expansion; `dfl sweep --resume`
+    rebuilds the variants from it, whatever became of the source file)."""
     index = {"config": str(Path(source).resolve()), "axes": axes,
              "runs": [{"dir": v.name, "overrides": v.overrides, "label": v.config.label()} for v in variants]}
-    (out / "sweep.json").write_text(json.dumps(index, indent=2) + "\n")
+    if raw is not None:
+        index["raw"] = raw
+    (out / "sweep.json").write_text(json.dumps(index, indent=2, default=str) + "\n")
+
+
+def load_index(out: Path) -> list[Variant]:
+    """The variants of the sweep directory ``out``, from its sweep.json: each rebuilt from the
+    stored config (``raw``), or else from its run directory's config.toml."""
+    path = Path(out) / "sweep.json"
+    if not path.is_file():
+        raise ConfigError(f"--resume {out}: no sweep.json there; was it written by `dfl sweep`?")
+    try:
+        index = json.loads(path.read_text())
+        runs = [(str(r["dir"]), dict(r.get("overrides", {}))) for r in index["runs"]]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise ConfigError(f"{path}: not a sweep index (expected runs with a dir each)") from None
+    built = {v.name: v for v in expand(index["raw"], str(path))[1]} if isinstance(index.get("raw"), dict) else {}
+    variants = []
+    for name, overrides in runs:
+        if name in built:
+            variants.append(built[name])
+        elif (Path(out) / name / "config.toml").is_file():
+            cfg_path = Path(out) / name / "config.toml"
+            variants.append(Variant(name, overrides, from_dict(read_toml(cfg_path), str(cfg_path))))
+        else:
+            raise ConfigError(f"{path}: run {name!r} has no config.toml and sweep.json has no config to rebuild it")
+    return variants

@@ -42,3 +42,20 @@ def float64():
 @pytest.fixture
 def small():
     return small_config
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray for the module's runs: 2 CPUs and 4 pretend GPUs (placement over GPUs can be
+    checked on a CPU machine); shut down after the module."""
+    import gc
+
+    ray = pytest.importorskip("ray")
+    from dfl.engines import ray_session
+
+    gc.collect()  # a Ray another module's runs started goes with them
+    with ray_session._pythonpath():
+        ray.init(num_cpus=2, num_gpus=4, include_dashboard=False, log_to_driver=False,
+                 logging_level="ERROR")
+    yield
+    ray.shutdown()

@@ -8,6 +8,7 @@ tests/test_cli.py (lr < 0, unknown key, a few names) are not repeated.
 import gzip
 import os
 
+import numpy as np
 import pytest
 
 from dfl.cli import main
@@ -52,6 +53,7 @@ CONFIG_CASES = [
     ("straggler", ["faults.straggler=2"], "faults.straggler: must be in [0, 1), got 2.0"),
     ("on-nan", ["faults.on_nan=ignore"], "faults.on_nan: must be \"stop\" or \"skip_client\", got 'ignore'"),
     ("checkpoint-every", ["metrics.checkpoint_every=-1"], "metrics.checkpoint_every: must be >= 0, got -1"),
+    ("checkpoint-minutes", ["metrics.checkpoint_minutes=0"], "metrics.checkpoint_minutes: must be > 0, got 0.0"),
     ("chunk-size", ["engine.chunk_size=-1"], "engine.chunk_size: must be >= 0, got -1"),
     # unknown names (with the closest valid one)
     ("optimizer", ["local.optimizer=sgdd"], "did you mean 'sgd'"),
@@ -291,6 +293,51 @@ def test_bad_command_line(config, tmp_path, capsys, argv, needle):
         code = exc.code
     err = capsys.readouterr().err.strip()
     assert code == 2 and needle in err and len(err.splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("sets,needle", [
+    ([], "engine: one client needs about"),
+    (["engine.chunk_size=6"], "engine.chunk_size: 6 clients at once need about"),
+], ids=["one-client", "chunk"])
+def test_a_run_that_cannot_fit_stops_before_allocating(config, tmp_path, capsys, monkeypatch, sets, needle):
+    """The engine's memory estimate against what the device holds (mocked: 1 client's worth)."""
+    from dfl.engines import vectorized
+
+    monkeypatch.setattr(vectorized, "capacity", lambda device: 300_000 if sets else 1_000)  # one client: ~0.1 MB
+    out = tmp_path / "out"
+    args = [a for o in sets for a in ("--set", o)]
+    err = one_line_exit_2(capsys, ["run", str(config), "--out", str(out), "--quiet", *args], needle)
+    assert ("local.batch_size" in err and "model.name" in err) or "lower engine.chunk_size" in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("algo", ["dfedavg", "pooled"])
+def test_a_batch_larger_than_every_shard_is_capped_not_run_away(algo):
+    """local.batch_size = 100000 with 16 digits clients: a batch is at most the largest shard (as
+    a DataLoader's is at most its dataset), so the round is the round of batch_size = that shard
+    (pooled: num_clients such batches, at most the union), not 100,000 draws per client and step;
+    a Flower node caps its batch the same way."""
+    import time
+
+    from dfl.data import load_federated
+    from dfl.flower.local import LocalClient, shard_of
+    from dfl.simulation import Simulation
+    from tests.conftest import small_config
+
+    cfg = small_config(**{"data.num_clients": 16, "local.local_steps": 2, "algorithm.name": algo})
+    fed = load_federated(cfg.data, cfg.seed)
+    sizes = [len(t) for t in fed.client_train]
+    t0 = time.perf_counter()
+    big = Simulation(cfg.replace(**{"local.batch_size": 100000}))
+    want = max(sizes) if algo != "pooled" else min(16 * max(sizes), sum(sizes))
+    assert big.client_data.batch_size == want < 100000  # before running: a regression fails fast
+    got = big.run()
+    assert time.perf_counter() - t0 < 60
+    ref = Simulation(cfg.replace(**{"local.batch_size": max(sizes)})).run()
+    assert [r["test_acc"] for r in got] == [r["test_acc"] for r in ref]
+    if algo != "pooled":
+        node = LocalClient(big.cfg, shard_of(fed, int(np.argmin(sizes))))  # the smallest shard
+        assert node.data.batch_size == max(sizes)
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="CUDA is available here")

@@ -8,6 +8,8 @@ import pytest
 
 from dfl.bench import QUICK, papers_loop_time, bench_config
 from dfl.cli import main
+from dfl.simulation import Simulation
+from tests.helpers import assert_user_error
 
 
 def test_quick_bench_rows_a_to_d(tmp_path, capsys):
@@ -34,16 +36,30 @@ def test_quick_bench_rows_a_to_d(tmp_path, capsys):
     assert d[0]["max_clients_in_memory"] == d[-1]["max_clients_in_memory"]
 
 
-def test_papers_loop_runs_a_round_for_sam(tmp_path):
-    assert papers_loop_time(bench_config(3, "mlp", "sam", "vectorized"), 1) > 0
+def test_papers_loop_runs_a_round_for_sam(monkeypatch):
+    # the timed loop does the work it stands for: every client, K SAM steps of two passes each,
+    # in the warm-up round and the timed one
+    from dfl import bench
+
+    passes = []
+
+    def counting(model, opt, x, y):
+        inner = bench_closure(model, opt, x, y)
+        return lambda: (passes.append(len(x)), inner())[1]
+
+    bench_closure = bench.closure
+    monkeypatch.setattr(bench, "closure", counting)
+    cfg = bench_config(3, "mlp", "sam", "vectorized")
+    assert papers_loop_time(cfg, 1) > 0
+    assert len(passes) == 2 * 3 * cfg.local.local_steps * 2
+    assert set(passes) <= {cfg.local.batch_size, *(len(s) % cfg.local.batch_size for s in
+                                                  Simulation(cfg).fed.client_train)}
 
 
 @pytest.mark.parametrize("rows", ["", "abx"])
 def test_bad_rows_is_a_user_error(rows, tmp_path, capsys):
     out = tmp_path / "bench.json"
-    assert main(["bench", "--quick", "--rows", rows, "--out", str(out)]) == 2
-    err = capsys.readouterr().err
-    assert "--rows: letters from abcde" in err and len(err.strip().splitlines()) == 1
+    assert_user_error(["bench", "--quick", "--rows", rows, "--out", str(out)], capsys, "--rows: letters from abcde")
     assert not out.exists()
 
 
@@ -57,3 +73,30 @@ def test_quick_bench_row_e(tmp_path):
         assert "error" not in r, r
         assert 0 < r["per_round_s"] < r["end_to_end_s"] and 0 <= r["final_acc"] <= 1
     assert rows[0]["final_acc"] == pytest.approx(rows[1]["final_acc"])
+
+
+def test_paper_quick_times_the_paper_setup_next_to_the_papers_loop(tmp_path, capsys):
+    from dfl.bench_paper import PAPER_QUICK
+
+    out = tmp_path / "paper.json"
+    assert main(["bench", "--paper", "--quick", "--threads", "1", "--out", str(out)]) == 0
+    got = json.loads(out.read_text())
+    printed = capsys.readouterr().out
+    assert "projected hours" in printed and "fastest: " in printed and f"written {out}" in printed
+    assert got["model"] == "vgg11" and got["variant"].startswith("DFedSAM")
+    assert got["full"] == {"clients": 100, "shard": 500, "batch": 128, "image": 32, "local_epochs": 5.0,
+                           "rounds": 1000}
+    m = got["measured"]
+    assert (m["clients"], m["shard"], m["batch"], m["image"]) == (PAPER_QUICK.clients, PAPER_QUICK.shard,
+                                                                  PAPER_QUICK.batch, PAPER_QUICK.image)
+    # work = clients x steps x batch x pixels: 100 x 20 x 128 x 32^2 over 3 x 2 x 8 x 16^2
+    assert got["work_scale"] == pytest.approx(100 * 20 * 128 * 32 ** 2 / (3 * 2 * 8 * 16 ** 2))
+    rows = {r["what"]: r for r in got["rows"]}
+    assert list(rows) == ["dfl (vmap)", "dfl (sequential)", "dfl (auto, bf16)", "papers loop"]
+    assert [rows[w]["strategy"] for w in list(rows)[:3]] == ["vmap", "sequential", "sequential"]
+    loop = rows["papers loop"]["s_per_round"]
+    for r in got["rows"]:
+        assert r["s_per_round"] > 0
+        assert r["x_faster_than_papers_loop"] == pytest.approx(loop / r["s_per_round"])
+        assert r["projected_hours"] == pytest.approx(r["s_per_round"] * got["work_scale"] * 1000 / 3600)
+    assert got["auto_at_full_size"]["strategy"] == "sequential"

@@ -1,18 +1,22 @@
 """`dfl run / sweep` end to end: run directories, resume, user errors (one line, exit 2)."""
 import json
+import math
 from pathlib import Path
 
 import pytest
+import torch
 
 from dfl import results
 from dfl.cli import main
 from dfl.config import load_config
 from dfl.simulation import Simulation
 from tests.conftest import small_toml
+from tests.helpers import (assert_same_history, assert_user_error, interrupted_run, read_metrics,
+                           write_cifar_batch)
 
 EXPERIMENTS = sorted(Path(__file__).resolve().parent.parent.joinpath("experiments").rglob("*.toml"))
 
-SMALL = small_toml(rounds=3, **{"algorithm.name": "dfedsam", "local.local_steps": 2})
+SMALL = small_toml(rounds=3, **{"algorithm.name": "dfedsam", "local.local_steps": 2, "engine.threads": 1})
 
 
 @pytest.fixture
@@ -20,10 +24,6 @@ def config(tmp_path):
     p = tmp_path / "small.toml"
     p.write_text(SMALL)
     return p
-
-
-def read_metrics(path):
-    return [json.loads(line) for line in (Path(path) / "metrics.jsonl").read_text().splitlines()]
 
 
 def test_run_writes_the_run_directory(config, tmp_path, capsys):
@@ -59,28 +59,9 @@ def test_resume_continues_to_the_same_result(config, tmp_path):
     full = tmp_path / "full"
     assert main(["run", str(config), "--out", str(full), "--quiet"]) == 0
 
-    part = tmp_path / "part"
-    cfg = load_config(config).replace(**{"metrics.checkpoint_every": 1})
-    sim = Simulation(cfg)
-    results.prepare(part)
-    writer = results.RunDir(part, sim.cfg)
-
-    class Stop(Exception):
-        pass
-
-    def on_round(s, row):
-        writer(s, row)
-        if s.round == 2:
-            raise Stop
-
-    with pytest.raises(Stop):
-        sim.run(on_round)
+    part = interrupted_run(load_config(config).replace(**{"metrics.checkpoint_every": 1}), tmp_path / "part")
     assert main(["run", "--resume", str(part), "--quiet"]) == 0
-    a, b = read_metrics(full), read_metrics(part)
-    assert len(b) == 3
-    for ra, rb in zip(a, b):
-        for k in ("test_acc", "test_loss", "consensus", "train_loss", "local_test_acc"):
-            assert ra[k] == pytest.approx(rb[k], abs=1e-6)
+    assert_same_history(read_metrics(full), read_metrics(part), tol=0)
 
 
 @pytest.mark.parametrize("args,needle", [
@@ -96,9 +77,7 @@ def test_resume_continues_to_the_same_result(config, tmp_path):
 ])
 def test_user_errors_are_one_line_exit_2(config, tmp_path, capsys, args, needle):
     out = tmp_path / "bad"
-    assert main(["run", str(config), "--out", str(out), "--quiet", *args]) == 2
-    err = capsys.readouterr().err.strip()
-    assert needle in err and len(err.splitlines()) == 1
+    assert_user_error(["run", str(config), "--out", str(out), "--quiet", *args], capsys, needle)
     assert not (out / "metrics.jsonl").exists()
 
 
@@ -106,23 +85,79 @@ def test_existing_output_is_refused_unless_overwrite(config, tmp_path, capsys):
     out = tmp_path / "run"
     out.mkdir()
     (out / "keep.txt").write_text("x")
-    assert main(["run", str(config), "--out", str(out), "--quiet"]) == 2
-    assert "--overwrite" in capsys.readouterr().err
+    assert_user_error(["run", str(config), "--out", str(out), "--quiet"], capsys, "--overwrite")
     assert (out / "keep.txt").exists()
     assert main(["run", str(config), "--out", str(out), "--quiet", "--overwrite"]) == 0
 
 
 def test_missing_config_file(tmp_path, capsys):
-    assert main(["run", str(tmp_path / "nope.toml")]) == 2
-    assert "config file not found" in capsys.readouterr().err
+    assert_user_error(["run", str(tmp_path / "nope.toml")], capsys, "config file not found")
 
 
-def test_sweep_in_two_processes(config, tmp_path):
-    out = tmp_path / "sw"
-    assert main(["sweep", str(config), "--out", str(out), "--quiet", "--jobs", "2",
-                 "--set", "algorithm.gossip_steps=[1, 2]", "--set", "rounds=1"]) == 0
-    index = json.loads((out / "sweep.json").read_text())
+def test_sweep_in_two_processes_equals_the_sequential_sweep(config, tmp_path):
+    axis = ["--set", "algorithm.gossip_steps=[1, 2]", "--set", "rounds=2", "--set", "engine.threads=1"]
+    for jobs in ("2", "1"):
+        assert main(["sweep", str(config), "--out", str(tmp_path / jobs), "--quiet", "--jobs", jobs, *axis]) == 0
+    index = json.loads((tmp_path / "2" / "sweep.json").read_text())
     assert [r["overrides"]["algorithm.gossip_steps"] for r in index["runs"]] == [1, 2]
+    assert index["runs"] == json.loads((tmp_path / "1" / "sweep.json").read_text())["runs"]
+    for r in index["runs"]:
+        assert_same_history(read_metrics(tmp_path / "1" / r["dir"]), read_metrics(tmp_path / "2" / r["dir"]), tol=0)
+    assert read_metrics(tmp_path / "2" / index["runs"][0]["dir"])[-1]["consensus"] != \
+        read_metrics(tmp_path / "2" / index["runs"][1]["dir"])[-1]["consensus"]
+
+
+def test_version(capsys):
+    from importlib.metadata import version
+
+    import dfl
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.strip() == f"dfl {dfl.__version__}" == f"dfl {version('dfl')}"
+
+
+def test_run_and_sweep_write_to_runs_config_name_by_default(config, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", str(config), "--quiet", "--set", "rounds=1"]) == 0
+    assert [r["round"] for r in read_metrics(tmp_path / "runs" / "small")] == [1]
+    sweep_config = tmp_path / "grid.toml"
+    sweep_config.write_text(config.read_text())
+    assert main(["sweep", str(sweep_config), "--quiet", "--set", "rounds=1", "--set", "seed=[0, 1]"]) == 0
+    index = json.loads((tmp_path / "runs" / "grid" / "sweep.json").read_text())
+    assert len(index["runs"]) == 2 and all((tmp_path / "runs" / "grid" / r["dir"] / "metrics.jsonl").is_file()
+                                           for r in index["runs"])
+
+
+def test_report_title_and_default_out(config, tmp_path, capsys):
+    run = tmp_path / "r"
+    assert main(["run", str(config), "--out", str(run), "--quiet", "--set", "rounds=1"]) == 0
+    assert main(["report", str(run)]) == 0
+    assert "<title>dfl report: r</title>" in (run / "report.html").read_text()   # default: <DIR>/report.html
+    assert main(["report", str(run), "--title", "Ring & torus", "--out", str(tmp_path / "t.html")]) == 0
+    page = (tmp_path / "t.html").read_text()
+    assert "<title>Ring &amp; torus</title>" in page and "<h1>Ring &amp; torus</h1>" in page
+
+
+def test_bench_threads_sets_torch_threads(tmp_path, capsys):
+    import torch
+
+    out = tmp_path / "bench.json"
+    try:
+        assert main(["bench", "--quick", "--rows", "c", "--threads", "2", "--out", str(out)]) == 0
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)
+    got = json.loads(out.read_text())
+    assert got["threads"] == 2 and [r["graph"] for r in got["c"]] == ["ring", "exponential"]
+    assert "torch threads: 2" in capsys.readouterr().out
+
+
+def mean_row(sim):
+    """The mean client model, wherever the engine keeps the bank (a Ray engine holds it itself)."""
+    bank = sim.bank if isinstance(sim.bank, torch.Tensor) else sim.trainer.summary(sim.bank)[0][None]
+    return bank.mean(0).cpu()
 
 
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=[p.stem for p in EXPERIMENTS])  # experiments/paper/ too
@@ -130,7 +165,6 @@ def test_every_experiment_runs_two_rounds(path, tmp_path, monkeypatch):
     from dfl import sweep
     overrides = {"rounds": 2, "eval_every": 1, "data.num_clients": 9, "local.local_steps": 2}
     if "cifar" in path.stem:  # a tiny CIFAR-10/100 in the real pickle format, a short local epoch
-        from tests.test_data_loaders import write_cifar_batch
         folder = tmp_path / "cifar-10-batches-py"
         folder.mkdir()
         for i in range(1, 6):
@@ -152,8 +186,19 @@ def test_every_experiment_runs_two_rounds(path, tmp_path, monkeypatch):
     axes, variants = sweep.load(path, overrides)
     sims = [Simulation(v.config) for v in variants]  # every variant is valid and builds
     for sim in {id(s): s for s in (sims[0], sims[-1])}.values():  # the first and last run
+        start = mean_row(sim)
         h = sim.run()
-        assert len(h) == 2 and 0.0 <= h[-1]["test_acc"] <= 1.0
+        assert [r["round"] for r in h] == [1, 2]
+        assert all(math.isfinite(h[-1][k]) for k in ("test_loss", "train_loss", "consensus", "comm_mb"))
+        end = mean_row(sim)
+        sim.close()
+        assert not torch.equal(end, start)  # the models moved
+        # test_acc is the accuracy of the mean model, computed here without dfl's evaluate
+        model = sim.model
+        sim.layout.load_row(model, end.to(sim.device))
+        with torch.no_grad():
+            pred = torch.cat([model(x).argmax(1) for x in sim.x_test.split(512)])
+        assert h[-1]["test_acc"] == pytest.approx(float((pred == sim.y_test).double().mean()), abs=1e-12)
 
 
 def test_data_command_takes_list_valued_configs(config, tmp_path, capsys):
@@ -161,6 +206,4 @@ def test_data_command_takes_list_valued_configs(config, tmp_path, capsys):
     assert main(["data", str(quickstart), "--set", "seed=0", "--plot", str(tmp_path / "labels.png")]) == 0
     assert (tmp_path / "labels.png").is_file()
     capsys.readouterr()
-    assert main(["data", str(config), "--set", "seed=[0, 1]"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "the data split varies across the sweep" in err and len(err.splitlines()) == 1
+    assert_user_error(["data", str(config), "--set", "seed=[0, 1]"], capsys, "the data split varies across the sweep")

@@ -18,7 +18,7 @@ def test_label_names_the_optimizer_variant(algo, opt, label):
 
 
 def test_variants_get_their_own_colour(tmp_path):
-    from tests.test_plots import write_run
+    from tests.fake_runs import write_run
     sam = load_run(write_run(tmp_path / "a", "dfedsam", "ring", 1))
     tram_dir = write_run(tmp_path / "b", "dfedsam", "ring", 1)
     text = (tram_dir / "config.toml").read_text().replace('optimizer = "sam"', 'optimizer = "tram"')

@@ -12,6 +12,7 @@ import torch
 
 from dfl.data import DATASETS, load_dataset, normalize
 from dfl.errors import ConfigError, DataError
+from tests.helpers import write_cifar_batch
 
 MNIST = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
@@ -34,17 +35,6 @@ def write_mnist(root, n_train=30, n_test=12, gz=False, seed=0):
         else:
             (root / name).write_bytes(data)
     return arrays
-
-
-def write_cifar_batch(path, n, label_key=b"labels", k=10, seed=0, py2_names=False):
-    rng = np.random.default_rng(seed)
-    d = {b"batch_label": b"x", b"data": rng.integers(0, 256, (n, 3072)).astype(np.uint8),
-         label_key: [int(v) for v in rng.integers(0, k, n)]}
-    raw = pickle.dumps(d, protocol=2)
-    if py2_names:  # the official files name numpy's pre-2.0 module
-        raw = raw.replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
-    path.write_bytes(raw)
-    return d
 
 
 def test_registry():

@@ -12,6 +12,7 @@ from dfl.faults import FaultModel, mean_loss
 from dfl.simulation import Simulation
 
 from tests.conftest import small_config
+from tests.helpers import assert_same_history, training_config
 
 
 def spy_train(sim):
@@ -168,14 +169,15 @@ def test_stragglers_get_fewer_steps():
 
 @pytest.mark.parametrize("algo", ["dfedavg", "fedavg"])
 def test_faults_give_the_same_run_on_both_engines(algo):
-    cfg = small_config(**{"algorithm.name": algo, "faults.dropout": 0.3, "faults.link_failure": 0.3,
-                          "faults.straggler": 0.5, "rounds": 3})
+    cfg = training_config(**{"algorithm.name": algo, "faults.dropout": 0.3, "faults.link_failure": 0.3,
+                             "faults.straggler": 0.5, "rounds": 6})
     a = Simulation(cfg).run()
     b = Simulation(cfg.replace(**{"engine.backend": "serial"})).run()
     for ra, rb in zip(a, b):
         for k in ("active_clients", "live_edges", "stragglers", "spectral_gap"):
             assert ra.get(k) == rb.get(k)
-        assert ra["test_loss"] == pytest.approx(rb["test_loss"], abs=1e-4)
+    assert_same_history(a, b, tol=1e-6)
+    assert a[-1]["test_acc"] > 0.3
 
 
 def test_faults_resume_from_a_checkpoint_to_the_same_run():

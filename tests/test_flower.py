@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,13 +15,13 @@ import pytest
 import torch
 
 from dfl.config import load_config, parse_overrides, to_dict
-from dfl.errors import ConfigError, DataError
+from dfl.errors import ConfigError, DataError, DflError
 from dfl.simulation import Simulation
 
 flwr = pytest.importorskip("flwr")
 from flwr.app import Context, Message, RecordDict  # noqa: E402
 
-from dfl.flower import client_app, records as R, server_app, settings  # noqa: E402
+from dfl.flower import client_app, federation, records as R, server_app, settings  # noqa: E402
 from dfl.flower.local import LocalClient, OneClientData, load_shard, shard_of  # noqa: E402
 from dfl.flower.shards import main as shards_main  # noqa: E402
 
@@ -68,6 +69,16 @@ class MemoryGrid:
         return replies
 
 
+class SimulationGrid(MemoryGrid):
+    """A MemoryGrid that says it is the Simulation Runtime's (dfl.flower.federation.in_simulation)."""
+
+    simulation = True
+
+
+def server_context(rc: dict) -> Context:
+    return Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=rc)
+
+
 def run_in_memory(tmp_path: Path, sets: str, n: int) -> list[dict]:
     rc = run_config(sets, tmp_path / "run")
     grid = MemoryGrid(rc, n)
@@ -102,9 +113,11 @@ def test_centralized_through_flower_strategy_matches_dfl(tmp_path, sets, n):
 
 
 @pytest.mark.parametrize("sets, n", [
-    ("rounds=2 data.num_clients=6", 6),
-    ("rounds=2 algorithm.name=dfedsam_mgs algorithm.gossip_steps=3 data.num_clients=5 eval_every=2", 5),
-    ("rounds=3 algorithm.name=dfedavgm local.optimizer=sgd data.num_clients=6 algorithm.participation=0.5", 6),
+    ("rounds=2 data.num_clients=6 topology.name=ring", 6),
+    ("rounds=2 algorithm.name=dfedsam_mgs algorithm.gossip_steps=3 data.num_clients=5 eval_every=2 "
+     "topology.name=ring", 5),
+    ("rounds=3 algorithm.name=dfedavgm local.optimizer=sgd data.num_clients=6 algorithm.participation=0.5 "
+     "topology.name=ring", 6),
     ("rounds=2 algorithm.name=dpsgd local.optimizer=sgd data.num_clients=5 topology.name=star", 5),
 ])
 def test_gossip_relay_matches_dfl(tmp_path, sets, n):
@@ -135,6 +148,87 @@ def test_wrong_partition_ids_are_reported(tmp_path):
         server_app.main(grid, Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=rc))
 
 
+# ------------------------------------------------------------------ the federation's size
+def test_simulation_fits_num_clients_to_the_federation_when_left_open(tmp_path, monkeypatch):
+    """Bare `flwr run .`: the app's default config (3 clients) on Flower's default federation of
+    2 simulated SuperNodes runs with 2 clients, and says so."""
+    said = []
+    monkeypatch.setattr(federation, "log", lambda level, msg, *args: said.append(msg % args))
+    rc = {"config": CONFIG, "set": "rounds=2", "out": str(tmp_path / "run")}
+    grid = SimulationGrid(rc, 2)
+    t0 = time.monotonic()
+    server_app.main(grid, server_context(rc))
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert_rows_match(rows, reference("rounds=2 data.num_clients=2"))
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert (manifest["num_clients"], manifest["flower_runtime"]) == (2, "simulation")
+    assert load_config(tmp_path / "run" / "config.toml").data.num_clients == 2
+    assert any("data.num_clients=2" in line and '"num-supernodes=3"' in line for line in said), said
+    assert time.monotonic() - t0 < 120
+
+
+@pytest.mark.parametrize("rc", [{"config": CONFIG, "set": "rounds=1 data.num_clients=3"},
+                                {"config": str(ROOT / CONFIG), "set": "rounds=1"},
+                                {"config": CONFIG, "set": "rounds=1 data.num_clients=2"}])
+def test_simulation_of_another_size_stops_at_once_with_the_fix(tmp_path, rc):
+    rc = {**rc, "out": str(tmp_path / "run")}
+    grid = SimulationGrid(rc, 4 if "=2" in rc["set"] else 2)
+    t0 = time.monotonic()
+    with pytest.raises(DflError, match=r'the simulation federation has \d SuperNodes but data.num_clients=\d .*'
+                                       r'--federation-config "num-supernodes=\d"') as info:
+        server_app.main(grid, server_context(rc))
+    assert "\n" not in str(info.value) and "simulation-config --num-supernodes" in str(info.value)
+    assert grid.sent == [] and time.monotonic() - t0 < 10  # no message, no waiting for nodes
+
+
+@pytest.mark.parametrize("rc, want", [({"config": CONFIG}, True), ({"config": CONFIG, "set": "rounds=2"}, True),
+                                      ({"config": CONFIG, "set": "rounds=2 data.num_clients=3"}, False),
+                                      ({"config": "experiments/quickstart.toml"}, False)])
+def test_num_clients_is_open_only_in_the_apps_default_config(rc, want):
+    assert settings.default_run_config()["config"] == CONFIG
+    assert settings.leaves_num_clients_open(rc) is want
+
+
+def test_deployment_waits_for_supernodes_and_says_how_many_are_there(monkeypatch):
+    class Arriving:
+        def __init__(self):
+            self.t0 = time.monotonic()
+
+        def get_node_ids(self):
+            return list(range(min(3, 1 + int((time.monotonic() - self.t0) / 0.8))))
+
+    said = []
+    monkeypatch.setattr(federation, "log", lambda level, msg, *args: said.append(msg % args))
+    monkeypatch.setattr(federation, "PROGRESS_EVERY", 0.2)
+    assert federation.wait_for_nodes(Arriving(), 3, timeout=60) == [0, 1, 2]
+    assert said[0] == "dfl: 1 of 3 SuperNodes connected; waiting up to 60 s"
+    assert any(line.startswith("dfl: 2 of 3 SuperNodes connected; waiting up to") for line in said)
+    assert len(said) >= 4  # every PROGRESS_EVERY seconds, not only when the count changes
+    with pytest.raises(DflError, match="only 1 of 3 SuperNodes connected after 1 s"):
+        federation.wait_for_nodes(type("One", (), {"get_node_ids": lambda self: [7]})(), 3, timeout=1)
+
+
+def test_nodes_build_the_config_with_the_servers_client_count():
+    ctx = Context(run_id=1, node_id=5, node_config={"partition-id": 1, "num-partitions": 2}, state=RecordDict(),
+                  run_config={"config": CONFIG})
+    from flwr.app import ConfigRecord
+
+    msg = Message(content=RecordDict({R.CONFIG: ConfigRecord({"num-clients": 2})}), dst_node_id=5,
+                  message_type="query.identify")
+    reply = client_app.app(msg, ctx)
+    assert not reply.has_error() and reply.content[R.METRICS]["client_id"] == 1.0
+    with pytest.raises(ConfigError, match="num-partitions=2 but data.num_clients=3"):  # the config's count
+        client_app.app(Message(content=RecordDict(), dst_node_id=5, message_type="query.identify"), ctx)
+
+
+def test_an_existing_run_directory_names_the_flower_fix(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "metrics.jsonl").write_text("{}\n")
+    rc = run_config("rounds=1", tmp_path / "run")
+    with pytest.raises(DflError, match="overwrite=true"):
+        server_app.main(MemoryGrid(rc, 3), server_context(rc))
+
+
 # ------------------------------------------------------------------ settings
 def test_run_config_loads_dfl_config_with_overrides():
     cfg = settings.run_config({"config": CONFIG, "set": "rounds=3 local.lr=0.05 topology.name=star"})
@@ -146,6 +240,7 @@ def test_run_config_loads_dfl_config_with_overrides():
     ({"config": "experiments/quickstart.toml"}, "sweep"),
     ({"config": CONFIG, "set": "algorithm.name=pooled"}, "not available through Flower"),
     ({"config": CONFIG, "set": "faults.dropout=0.1"}, "faults"),
+    ({"config": CONFIG, "set": "algorithm.compression=topk algorithm.consensus_step=0.1"}, "compression"),
     ({"config": CONFIG, "set": "local.lrr=0.1"}, "did you mean"),
 ])
 def test_run_config_errors_are_one_line(rc, match):

@@ -3,8 +3,9 @@ the run goes on with the others while at least `min-nodes` remain, and the loss 
 
 Fast: the in-memory Grid of test_flower.py with a node that falls silent (no reply: the exchange
 times out) or answers with an error (what the SuperLink sends for a node that missed its
-heartbeats). Slow: a real deployment (flower-superlink + 3 flower-supernode on 127.0.0.1, the
-helpers of test_flower_runtime.py) whose SuperNode 2 is SIGKILLed after round 1.
+heartbeats), and nodes that come back (a new SuperNode id, or the old id activated again) and
+rejoin. Slow: a real deployment (flower-superlink + 3 flower-supernode on 127.0.0.1, the helpers
+of test_flower_runtime.py) whose SuperNode 2 is SIGKILLed after round 1 and started again.
 """
 from __future__ import annotations
 
@@ -15,16 +16,18 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 flwr = pytest.importorskip("flwr")
 from flwr.app import Context, Error, Message, RecordDict  # noqa: E402
+from flwr.proto.node_pb2 import NodeInfo  # noqa: E402
 
 import topologies  # noqa: E402
 from dfl.errors import ConfigError, DflError  # noqa: E402
-from dfl.flower import server_app  # noqa: E402
+from dfl.flower import records as R, server_app  # noqa: E402
 from dfl.flower.tolerant import TolerantGrid, min_nodes  # noqa: E402
 from tests.test_flower import MemoryGrid, reference, run_config, task_identity  # noqa: E402,F401
 
@@ -59,12 +62,85 @@ class FailingGrid(MemoryGrid):
         return replies
 
 
-def run_failing(tmp_path: Path, sets: str, n: int, rc_extra: dict | None = None, **fail) -> tuple[list, dict]:
-    rc = {**run_config(sets, tmp_path / "run"), "timeout": 5, **(rc_extra or {})}
-    grid = FailingGrid(rc, n, **fail)
+class RejoiningGrid(MemoryGrid):
+    """MemoryGrid whose client `dead` falls silent (or answers errors) from round `down` on and is
+    back from round `back` on: a restarted SuperNode with a new id and a fresh Context (insecure
+    SuperLink), or, with same_id, its old id activated again (registered key), which get_nodes
+    shows by a new activation stamp. Records the models of query.setup messages and the last
+    query.mix reply of every node."""
+
+    NEW = 4242
+
+    def __init__(self, rc: dict, n: int, dead: int, down: int, back: int, same_id: bool = False,
+                 mode: str = "silent", claims: int | None = None):
+        super().__init__(rc, n)
+        self.rc, self.n, self.dead, self.down_round, self.back_round = rc, n, dead, down, back
+        self.same_id, self.mode = same_id, mode
+        self.old = self.ids[dead]
+        self.new = self.old if same_id else self.NEW
+        self.claims = dead if claims is None else claims  # partition-id of the node that comes
+        self.seen, self.is_back = 0, False
+        self.setups: list[tuple[int, Any, dict]] = []  # (node, model, the last mix replies then)
+        self.mixed: dict[int, RecordDict] = {}
+
+    def _round(self, m: Message) -> int:
+        return FailingGrid._round(self, m)
+
+    def _update(self) -> None:
+        if not self.is_back and self.seen >= self.back_round - 1:
+            self.is_back = True
+            self.ctx[self.new] = Context(run_id=1, node_id=self.new, state=RecordDict(), run_config=self.rc,
+                                         node_config={"partition-id": self.claims, "num-partitions": self.n})
+            if not self.same_id:
+                self.ids.append(self.new)
+
+    def get_node_ids(self):
+        self._update()
+        return list(self.ids)
+
+    def get_nodes(self):
+        self._update()
+        again = self.same_id and self.is_back
+        return [NodeInfo(node_id=i, last_activated_at="again" if again and i == self.old else "first")
+                for i in self.get_node_ids()]
+
+    def send_and_receive(self, messages, *, timeout=None):
+        replies = []
+        for m in messages:
+            m.metadata.__dict__["_message_id"] = uuid.uuid4().hex
+            node, kind = m.metadata.dst_node_id, m.metadata.message_type
+            self.seen = max(self.seen, self._round(m))
+            dead = node == self.old and self.down_round <= self._round(m) and not (self.same_id and self.is_back)
+            restarted = self.is_back and not self.same_id and self.claims == self.dead  # the old process is gone
+            if dead or (node == self.old and restarted):
+                self.sent.append(f"lost {kind}")
+                if self.mode == "error":
+                    replies.append(Message(Error(code=5, reason="Node Unavailable (test)"), reply_to=m))
+                continue
+            if kind == "query.setup":
+                self.setups.append((node, m.content[R.ARRAYS], dict(self.mixed)))
+            for reply in super().send_and_receive([m], timeout=timeout):
+                if kind == "query.mix":
+                    self.mixed[node] = reply.content[R.ARRAYS]
+                replies.append(reply)
+        return replies
+
+
+def run_grid(tmp_path: Path, grid, rc: dict) -> tuple[list, dict]:
     server_app.main(grid, Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=rc))
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     return rows, json.loads((tmp_path / "run" / "manifest.json").read_text())
+
+
+def run_failing(tmp_path: Path, sets: str, n: int, rc_extra: dict | None = None, **fail) -> tuple[list, dict]:
+    rc = {**run_config(sets, tmp_path / "run"), "timeout": 5, **(rc_extra or {})}
+    return run_grid(tmp_path, FailingGrid(rc, n, **fail), rc)
+
+
+def run_rejoining(tmp_path: Path, sets: str, n: int, **kw) -> tuple[list, dict, RejoiningGrid]:
+    rc = {**run_config(sets, tmp_path / "run"), "timeout": 5}
+    grid = RejoiningGrid(rc, n, **kw)
+    return (*run_grid(tmp_path, grid, rc), grid)
 
 
 def test_gossip_goes_on_without_a_silent_node(tmp_path):
@@ -124,6 +200,58 @@ def test_a_client_missing_at_setup_is_lost_from_the_start(tmp_path):
     assert manifest["lost_nodes"][0]["client"] == 0 and manifest["lost_nodes"][0]["round"] == 0
 
 
+# ------------------------------------------------------------------ nodes that come back
+def test_gossip_node_rejoins_with_its_neighbours_mean(tmp_path):
+    sets = "rounds=3 data.num_clients=6 topology.name=ring"
+    rows, manifest, grid = run_rejoining(tmp_path, sets, 6, dead=2, down=2, back=3)
+    assert [(r["active_clients"], r["lost_nodes"], r["rejoined_nodes"]) for r in rows] == [(6, 0, 0), (5, 1, 0),
+                                                                                        (6, 1, 1)]
+    assert rows[2]["live_edges"] == 6  # its row of W is rebuilt on the whole ring
+    W = topologies.mixing_matrix(topologies.build("ring", 6, 0), "metropolis")
+    assert rows[2]["spectral_gap"] == pytest.approx(topologies.spectral_gap(W))
+    assert manifest["rejoined_nodes"] == [{"node": grid.NEW, "client": 2, "round": 3, "was": grid.old}]
+    assert manifest["lost_nodes"][0]["client"] == 2 and np.isfinite(rows[2]["test_acc"])
+    (model, mixed), = [(m, mixed) for nd, m, mixed in grid.setups if nd == grid.NEW]
+    nbrs = [mixed[grid.ids[1]], mixed[grid.ids[3]]]  # clients 1 and 3, after round 2's gossip
+    for k in model.keys():
+        assert np.allclose(model[k].numpy(), (nbrs[0][k].numpy() + nbrs[1][k].numpy()) / 2, atol=1e-6)
+    assert grid.sent.count("query.identify") == 1
+
+
+def test_a_node_back_before_its_loss_is_noticed_waits_for_it(tmp_path):
+    """The restarted SuperNode connects while its old id still counts as live: it waits, and
+    takes the client's place in the round after the old id is lost."""
+    rows, manifest, grid = run_rejoining(tmp_path, "rounds=3 data.num_clients=5", 5, dead=4, down=2, back=2)
+    assert [(r["active_clients"], r["rejoined_nodes"]) for r in rows] == [(5, 0), (4, 0), (5, 1)]
+    assert manifest["rejoined_nodes"][0]["round"] == 3 and grid.sent.count("query.identify") == 1
+
+
+def test_gossip_node_rejoins_under_its_old_id(tmp_path):
+    rows, manifest, grid = run_rejoining(tmp_path, "rounds=3 data.num_clients=4", 4, dead=0, down=2, back=3,
+                                         same_id=True, mode="error")
+    assert [(r["active_clients"], r["lost_nodes"], r["rejoined_nodes"]) for r in rows] == [(4, 0, 0), (3, 1, 0),
+                                                                                        (4, 1, 1)]
+    assert manifest["rejoined_nodes"] == [{"node": grid.old, "client": 0, "round": 3, "was": grid.old}]
+
+
+def test_fedavg_node_rejoins_and_gets_the_global_model(tmp_path):
+    sets = "rounds=3 data.num_clients=4 algorithm.name=fedavg local.optimizer=sgd"
+    rows, manifest, grid = run_rejoining(tmp_path, sets, 4, dead=1, down=2, back=3, mode="error")
+    assert [(r["active_clients"], r["lost_nodes"], r["rejoined_nodes"]) for r in rows] == [(4, 0, 0), (3, 1, 0),
+                                                                                        (4, 1, 1)]
+    assert manifest["rejoined_nodes"][0]["client"] == 1 and manifest["rejoined_nodes"][0]["round"] == 3
+
+
+@pytest.mark.parametrize("sets", ["rounds=2 data.num_clients=3",
+                                  "rounds=2 data.num_clients=3 algorithm.name=fedavg local.optimizer=sgd"])
+def test_a_second_node_claiming_a_live_client_stays_out(tmp_path, sets):
+    rows, manifest, grid = run_rejoining(tmp_path, sets, 3, dead=0, down=99, back=2, claims=1)
+    assert [(r["active_clients"], r["rejoined_nodes"]) for r in rows] == [(3, 0), (3, 0)]
+    assert manifest["rejoined_nodes"] == [] and manifest["lost_nodes"] == []
+    assert rows[1]["test_acc"] == pytest.approx(reference(sets)[1]["test_acc"], abs=1e-6)
+    assert grid.sent.count("query.identify") == 1 and grid.sent.count("train.gossip") + grid.sent.count("train") == 6
+
+
 @pytest.mark.parametrize("raw, n, want", [({}, 6, 3), ({}, 5, 3), ({"min-nodes": 2}, 5, 2),
                                           ({"min-nodes": 5.0}, 5, 5), ({"min-nodes": 0}, 1, 1)])
 def test_min_nodes_default_is_a_majority(raw, n, want):
@@ -153,10 +281,13 @@ def test_tolerant_grid_drops_messages_to_lost_nodes():
 
 # ------------------------------------------------------------------ a real deployment
 @pytest.mark.slow
-def test_deployment_supernode_killed_mid_run(tmp_path):
-    """3 SuperNodes, DFedSAM on K3, 2 rounds; SuperNode 2 is SIGKILLed once round 1's row is
-    written. Round 2 waits `timeout` for it, goes on with nodes 0 and 1, and records the loss."""
-    from tests.test_flower_runtime import Processes, flwr_run, free_port, start_federation, write_flwr_config
+def test_deployment_supernode_killed_and_restarted_rejoins(tmp_path):
+    """3 SuperNodes, DFedSAM on K3, 4 rounds; SuperNode 2 is SIGKILLed once round 1's row is
+    written and started again at once (a new SuperNode id). Round 2 waits `timeout` for the dead
+    node and goes on with nodes 0 and 1; in a later round the restarted node is admitted as
+    client 2, gets its neighbours' mean model, trains again, and the run finishes."""
+    from tests.test_flower_runtime import (BIN, Processes, env_for, flwr_run, free_port, start_federation,
+                                           write_flwr_config)
 
     port = free_port()
     write_flwr_config(tmp_path / "home", port)
@@ -166,27 +297,39 @@ def test_deployment_supernode_killed_mid_run(tmp_path):
         start_federation(procs, tmp_path, port, ["--insecure"], ["--insecure"])
         victim = procs.procs[-1]  # start_federation starts the SuperLink, then SuperNodes 0, 1, 2
         done: list[BaseException | None] = []
-        runner = threading.Thread(target=lambda: done.append(_catch(flwr_run, tmp_path / "home", "rounds=2", out,
-                                                                    ["--run-config", "timeout=25"])))
+        runner = threading.Thread(target=lambda: done.append(_catch(
+            flwr_run, tmp_path / "home", "rounds=4 engine.threads=1", out, ["--run-config", "timeout=25"], 600)))
         runner.start()
         metrics = out / "metrics.jsonl"
         while not (metrics.exists() and metrics.read_text().strip()):
             assert runner.is_alive() and time.monotonic() - t0 < 300, "round 1 never finished"
             time.sleep(0.2)
         os.killpg(victim.pid, signal.SIGKILL)
-        runner.join(timeout=300)
+        again = tmp_path / "node2-again"
+        again.mkdir()
+        procs.start("supernode2-again", [str(BIN / "flower-supernode"), "--insecure", "--superlink",
+                                         f"127.0.0.1:{port}", "--port", str(free_port()),
+                                         "--node-config", "partition-id=2 num-partitions=3"], env_for(again), again)
+        runner.join(timeout=600)
         assert done and done[0] is None, done
         rows = [json.loads(x) for x in metrics.read_text().splitlines()]
-        assert [(r["round"], r["lost_nodes"], r["active_clients"]) for r in rows] == [(1, 0, 3), (2, 1, 2)]
-        assert rows[1]["live_edges"] == 1 and np.isfinite(rows[1]["test_acc"])
-        (loss,) = json.loads((out / "manifest.json").read_text())["lost_nodes"]
+        got = [(r["round"], r["lost_nodes"], r["active_clients"], r["rejoined_nodes"]) for r in rows]
+        print("rows (round, lost, active, rejoined):", got)
+        assert got[:2] == [(1, 0, 3, 0), (2, 1, 2, 0)] and len(got) == 4
+        back = next(r for r in rows if r["rejoined_nodes"] == 1)  # round 3 unless the restart was slow
+        assert back["active_clients"] == 3 and back["live_edges"] == 3 and rows[-1]["rejoined_nodes"] == 1
+        assert rows[-1]["active_clients"] == 3 and np.isfinite(rows[-1]["test_acc"])
+        manifest = json.loads((out / "manifest.json").read_text())
+        (loss,), (rejoin,) = manifest["lost_nodes"], manifest["rejoined_nodes"]
         assert loss["client"] == 2 and loss["round"] == 2
+        assert rejoin["client"] == 2 and rejoin["round"] == back["round"] and rejoin["was"] == loss["node"]
+        assert rejoin["node"] != loss["node"]  # an insecure SuperLink gives the restarted node a new id
     except BaseException:
         print(procs.tail())
         raise
     finally:
         procs.stop()
-    print(f"deployment with a SuperNode killed took {time.monotonic() - t0:.0f} s")
+    print(f"deployment with a SuperNode killed and restarted took {time.monotonic() - t0:.0f} s")
 
 
 def _catch(fn, *args) -> BaseException | None:

@@ -197,11 +197,50 @@ def test_simulation_fedavg_matches_dfl_run(sim_link):
 
 
 def test_simulation_dfedsam_ring_matches_dfl_run(sim_link):
-    sets = "rounds=2 data.num_clients=6 algorithm.gossip_steps=2 algorithm.participation=0.5"
+    sets = "rounds=2 data.num_clients=6 algorithm.gossip_steps=2 algorithm.participation=0.5 topology.name=ring"
     out = sim_link / "dfedsam"
     flwr_run(sim_link / "home", sets, out, SIM)
     rows = assert_same(out, sets)
     assert rows[-1]["spectral_gap"] < 1 and rows[-1]["consensus"] > 0
+
+
+# ------------------------------------------------------------------------- the first command
+def test_bare_flwr_run_on_flowers_default_federation(tmp_path):
+    """`flwr run . --stream` as a new user types it, with a fresh FLWR_HOME: Flower creates its
+    "local" connection and starts a simulation SuperLink whose default federation has 2
+    SuperNodes. The app's default config then runs with 2 clients and says so; a config that
+    fixes 3 clients stops at once with the fix. (out= keeps the run directories out of the
+    checkout; private local-SuperLink ports; every process of this FLWR_HOME is stopped.)"""
+    from dfl.flower.bench import _env, stop_processes
+
+    home = tmp_path / "flwr-home"
+    env = _env(home)
+
+    def flwr(run_config: str, timeout: float) -> tuple[str, float]:
+        t0 = time.monotonic()
+        res = subprocess.run([str(BIN / "flwr"), "run", ".", "--stream", "--run-config", run_config], cwd=ROOT,
+                             env=env, capture_output=True, text=True, timeout=timeout)
+        assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+        return res.stdout + res.stderr, time.monotonic() - t0
+
+    try:
+        log, took = flwr(f'set="rounds=2" out="{tmp_path / "run"}"', 400)
+        assert "dfl: the simulation federation has 2 SuperNodes" in log and "data.num_clients=2" in log, log[-3000:]
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "run" / "manifest.json").exists():
+            assert time.monotonic() < deadline, log[-3000:]
+            time.sleep(0.5)
+        manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+        assert (manifest["num_clients"], manifest["flower_runtime"]) == (2, "simulation")
+        assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 2
+        log, stopped = flwr(f'set="rounds=1 data.num_clients=3" out="{tmp_path / "run3"}"', 300)
+        assert "dfl: error: the simulation federation has 2 SuperNodes but data.num_clients=3" in log, log[-3000:]
+        assert '--federation-config "num-supernodes=3"' in log and stopped < 120
+        assert not (tmp_path / "run3" / "metrics.jsonl").exists()
+        print(f"bare `flwr run .`: {took:.0f} s (SuperLink start, 2 rounds); the 3-client config stopped "
+              f"after {stopped:.0f} s")
+    finally:
+        stop_processes(home, grace=10)
 
 
 # ------------------------------------------------------------------------- deployment runtime

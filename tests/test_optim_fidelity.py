@@ -20,6 +20,7 @@ from dfl.optim.gsam import gsam_rho
 from dfl.optim.tram import tram_radius
 from dfl.simulation import Simulation
 from tests.conftest import small_config
+from tests.helpers import assert_same_history
 
 pytestmark = pytest.mark.usefixtures("float64")
 
@@ -315,7 +316,5 @@ def test_engines_agree_with_progress(opt, extra):
               **extra}
     v = Simulation(small_config(**common, **{"engine.backend": "vectorized"})).run()
     s = Simulation(small_config(**common, **{"engine.backend": "serial"})).run()
-    for a, b in zip(v, s):
-        for k in ("test_acc", "test_loss", "train_loss", "consensus"):
-            assert a[k] == pytest.approx(b[k], abs=1e-4, rel=1e-4), k
+    assert_same_history(v, s, tol=1e-6)
 

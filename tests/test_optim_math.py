@@ -1,6 +1,7 @@
 """dfl.optim: single steps against hand-derived values, loss terms, validation, schedules."""
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -184,10 +185,38 @@ def test_sam_wraps_other_base_optimizers():
     opt2 = optim.SAM([torch.nn.Parameter(torch.ones(2))], base_optimizer=torch.optim.Adam, lr=0.01)
     assert isinstance(opt2.base_optimizer, torch.optim.Adam)
     assert opt2.param_groups[0]["lr"] == 0.01 and opt2.param_groups[0]["rho"] == 0.05
-    sd = opt.state_dict()
-    opt.load_state_dict(sd)
     with pytest.raises(TypeError, match="closure"):
         opt.step()
+
+
+def test_sam_state_dict_round_trip_continues_the_same_steps():
+    # the momentum buffer travels in the state dict: a copy loaded from it takes the same next step,
+    # a fresh optimizer (no buffer) does not
+    a = torch.tensor(A)
+
+    def make(w0):
+        w = torch.nn.Parameter(torch.tensor(w0))
+        return w, optim.SAM(None, base_optimizer=torch.optim.SGD([w], lr=LR, momentum=0.9), rho=0.05)
+
+    def step(w, opt):
+        def closure():
+            opt.zero_grad()
+            loss = 0.5 * w @ a @ w
+            loss.backward()
+            return loss
+        opt.step(closure)
+
+    w, opt = make(W0)
+    step(w, opt)
+    w2, opt2 = make(w.detach().numpy().copy())
+    opt2.load_state_dict(copy.deepcopy(opt.state_dict()))  # as torch.save / torch.load: no shared buffers
+    assert torch.equal(opt2.base_optimizer.state[w2]["momentum_buffer"], opt.base_optimizer.state[w]["momentum_buffer"])
+    w3, fresh = make(w.detach().numpy().copy())
+    step(w, opt)
+    step(w2, opt2)
+    step(w3, fresh)
+    assert torch.equal(w2, w)
+    assert (w3 - w).abs().max() > 1e-3
 
 
 # ------------------------------------------------------------------ SAF / MESA loss terms

@@ -2,85 +2,15 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from dfl import plots
-from dfl.config import dumps_toml
 from dfl.errors import DflError
 from dfl.rundir import group_runs, load_run, load_runs
-
-ALGOS = {"dfedsam": "DFedSAM", "dfedavg": "DFedAvg", "fedavg": "FedAvg"}
-GAPS = {"ring": 0.05, "torus": 0.2, "complete": 1.0}
-
-
-def fake_metrics(algo: str, topo: str, q: int, seed: int, rounds: int = 10, extra: tuple[str, ...] = ()) -> list[dict]:
-    """Known, distinct curves per (algorithm, topology, Q, seed)."""
-    gap = GAPS[topo]
-    eff = 1 - (1 - gap) ** q
-    central = algo == "fedavg"
-    rows = []
-    for r in range(1, rounds + 1):
-        acc = (0.9 if algo == "dfedsam" else 0.8) * (1 - math.exp(-r * (0.2 + eff))) + 0.01 * seed
-        row = {
-            "round": r, "test_acc": acc, "test_loss": 1 - acc, "local_test_acc": acc - 0.05,
-            "local_test_acc_std": 0.02, "train_loss": 1.2 - acc,
-            "consensus": 0.0 if central else (1 + 0.5 * seed) * math.exp(-eff * r) * (2 if algo == "dfedavg" else 1),
-            "spectral_gap": None if central else gap, "effective_gap": None if central else eff,
-            "comm_mb": r * (0.8 if central else 0.4 * q * 2), "wall_s": 0.5 * r,
-        }
-        if central:
-            row["drift"] = 0.1 / r
-        if "hessian_max_eig" in extra:
-            row["hessian_max_eig"] = 50.0 / r + seed if r % 2 == 0 else None
-        rows.append(row)
-    return rows
-
-
-def write_run(path: Path, algo: str = "dfedsam", topo: str = "ring", q: int = 1, seed: int = 0, rounds: int = 10,
-              extra: tuple[str, ...] = (), drop: tuple[str, ...] = (), summary: bool = True) -> Path:
-    """A run directory as `dfl run` writes it."""
-    path.mkdir(parents=True, exist_ok=True)
-    cfg = {"seed": seed, "rounds": rounds, "eval_every": 1, "name": "",
-           "data": {"name": "digits", "num_clients": 8, "partition": "dirichlet", "alpha": 0.3},
-           "model": {"name": "cnn"}, "local": {"optimizer": "sam", "lr": 0.1, "rho": 0.05},
-           "algorithm": {"name": algo, "gossip_steps": q, "participation": 1.0},
-           "topology": {"name": topo, "mixing": "metropolis"}, "engine": {"backend": "vectorized", "device": "cpu"}}
-    (path / "config.toml").write_text(dumps_toml(cfg))
-    rows = fake_metrics(algo, topo, q, seed, rounds, extra)
-    rows = [{k: v for k, v in row.items() if k not in drop} for row in rows]
-    (path / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
-    label = ALGOS[algo] if algo == "fedavg" else f"{ALGOS[algo]}, {topo}, Q={q}"
-    if summary:
-        best = max(rows, key=lambda row: row["test_acc"])
-        (path / "summary.json").write_text(json.dumps({"label": label, "final": rows[-1], "rounds": rounds,
-                                                       "best": {"test_acc": best["test_acc"], "round": best["round"]}}))
-    (path / "manifest.json").write_text(json.dumps({"dfl_version": "0.1.0", "device": "cpu", "seed": seed,
-                                                    "peak_memory_mb": 123.0}))
-    return path
-
-
-def write_sweep(path: Path, algos=("dfedsam", "dfedavg"), qs=(1, 4), seeds=(0, 1), topos=("ring",), **kw) -> Path:
-    """A sweep directory: sweep.json and one run dir per (algorithm, topology, Q, seed)."""
-    runs = []
-    for algo in algos:
-        for topo in topos:
-            for q in qs:
-                for seed in seeds:
-                    name = f"{algo}-{topo}-q{q}-s{seed}"
-                    write_run(path / name, algo, topo, q, seed, **kw)
-                    runs.append({"dir": name, "overrides": {"algorithm.name": algo, "topology.name": topo,
-                                                            "algorithm.gossip_steps": q, "seed": seed}})
-    src = path / "source.toml"
-    src.write_text('rounds = 10\n[algorithm]\nname = "dfedsam"\n')
-    (path / "sweep.json").write_text(json.dumps({"config": str(src), "runs": runs, "axes": {
-        "algorithm.name": list(algos), "topology.name": list(topos), "algorithm.gossip_steps": list(qs),
-        "seed": list(seeds)}}))
-    return path
-
+from tests.fake_runs import fake_metrics, write_run, write_sweep
 
 def lines_by_label(ax) -> dict:
     """The data lines of an axes by label (theory slopes and bands are labelled '_...')."""

@@ -6,10 +6,7 @@ import pytest
 from dfl import cli, plots
 from dfl.commands import plot as plot_cmd
 
-try:
-    from tests.test_plots import write_run, write_sweep
-except ImportError:  # pragma: no cover - tests/ on sys.path without being a package
-    from test_plots import write_run, write_sweep
+from tests.fake_runs import write_run, write_sweep
 
 
 def dfl(*argv: str) -> int:

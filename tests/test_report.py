@@ -15,10 +15,7 @@ from dfl import cli, report
 from dfl.commands import report as report_cmd
 from dfl.rundir import group_runs, load_run, load_runs
 
-try:
-    from tests.test_plots import fake_metrics, write_run, write_sweep
-except ImportError:  # pragma: no cover - tests/ on sys.path without being a package
-    from test_plots import fake_metrics, write_run, write_sweep
+from tests.fake_runs import fake_metrics, write_run, write_sweep
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
 

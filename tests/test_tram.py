@@ -14,7 +14,7 @@ from dfl.errors import ConfigError
 from dfl.optim import Objective
 from dfl.optim.tram import tram_radius
 from dfl.simulation import Simulation
-from tests.conftest import small_config
+from tests.helpers import assert_same_history, training_config
 
 
 pytestmark = pytest.mark.usefixtures("float64")
@@ -193,9 +193,8 @@ def test_bad_hyperparameters_and_missing_observe():
 
 def test_dfedtram_vectorized_equals_serial():
     torch.set_default_dtype(torch.float32)
-    common = {"algorithm.name": "dfedsam", "local.optimizer": "tram", "local.momentum": 0.5, "rounds": 3}
-    v = Simulation(small_config(**common, **{"engine.backend": "vectorized"})).run()
-    s = Simulation(small_config(**common, **{"engine.backend": "serial"})).run()
-    for a, b in zip(v, s):
-        for k in ("test_acc", "test_loss", "train_loss", "consensus"):
-            assert a[k] == pytest.approx(b[k], abs=1e-4, rel=1e-4), k
+    common = {"algorithm.name": "dfedsam", "local.optimizer": "tram", "local.momentum": 0.5, "local.rho": 0.1}
+    v = Simulation(training_config(**common, **{"engine.backend": "vectorized"})).run()
+    s = Simulation(training_config(**common, **{"engine.backend": "serial"})).run()
+    assert v[-1]["test_acc"] > 0.3
+    assert_same_history(v, s, tol=1e-6)

@@ -12,6 +12,7 @@ from typing import Any, Callable, ClassVar, Optional
 import numpy as np
 import torch
 
+from .. import choco
 from ..config import Config
 from ..errors import ConfigError
 from ..gossip import mix
@@ -76,6 +77,9 @@ class Algorithm:
             raise ConfigError(
                 f"local.optimizer: algorithm {self.name!r} trains with {' or '.join(self.optimizers)}, "
                 f"got {cfg.local.optimizer!r}{self._hint(cfg.local.optimizer)}")
+        if self.centralized and cfg.algorithm.compression != "none":
+            raise ConfigError(f"algorithm.compression: compresses gossip messages; {self.name!r} is centralized "
+                              f"(use a decentralized algorithm or compression = 'none'), got {cfg.algorithm.compression!r}")
 
     def _hint(self, optimizer: str) -> str:
         if optimizer in SAM_FAMILY:
@@ -117,16 +121,47 @@ class Algorithm:
 class Gossip(Algorithm):
     """Decentralized averaging: X <- W^Q X after local training (DFedAvg / DFedSAM family).
 
-    Inactive clients keep their model but still relay: W is applied to every row.
+    Inactive clients keep their model but still relay: W is applied to every row. With
+    algorithm.compression each of the Q steps sends compressed messages instead (dfl.choco:
+    Choco-Gossip, whose public copies x_hat are part of the algorithm's state).
     """
 
     needs_before = False
 
+    def __init__(self, cfg: Config, num_clients: int, dim: int):
+        super().__init__(cfg, num_clients, dim)
+        self.exchange = choco.from_config(cfg)   # None: plain W^Q X
+
+    def init(self, bank):
+        if self.exchange is not None:
+            self.exchange.init(bank)
+
+    def mix(self, X: torch.Tensor, ctx: RoundContext) -> torch.Tensor:
+        """W^Q X, or Q compressed gossip steps (algorithm.compression)."""
+        if self.exchange is None:
+            return ctx.mix(X)
+        return self.exchange(X, ctx.W, ctx.gossip_steps, ctx.round)
+
+    def message_bytes(self, model_bytes: int) -> int:
+        """Bytes of one client's message in one gossip step."""
+        return self.exchange.row_bytes(self.dim) if self.exchange is not None else model_bytes
+
+    def exchange_metrics(self) -> dict[str, float]:
+        """compression_ratio: bytes sent / bytes of the float32 models (1 without compression)."""
+        return {"compression_ratio": self.exchange.compress.ratio_achieved(self.dim) if self.exchange else 1.0}
+
     def aggregate(self, before, after, ctx):
-        return ctx.mix(after), {}
+        return self.mix(after, ctx), self.exchange_metrics()
 
     def comm_mb(self, ctx, model_bytes):
-        return gossip_mb(ctx.degrees, None, ctx.gossip_steps, model_bytes)
+        return gossip_mb(ctx.degrees, None, ctx.gossip_steps, self.message_bytes(model_bytes))
+
+    def state_dict(self):
+        return {"exchange": self.exchange.state_dict()} if self.exchange is not None else {}
+
+    def load_state_dict(self, state):
+        if self.exchange is not None and "exchange" in state:
+            self.exchange.load_state_dict(state["exchange"])
 
 
 class ServerAveraging(Algorithm):

@@ -19,4 +19,4 @@ class DPSGD(Gossip):
         return 1
 
     def aggregate(self, before, after, ctx):
-        return ctx.mix(before) + (after - before), {}
+        return self.mix(before, ctx) + (after - before), self.exchange_metrics()

@@ -2,6 +2,9 @@
 
 A config with list-valued keys runs every combination, one after another, into DIR/<run>/
 (a sweep directory) and prints their final metrics side by side.
+
+A run uses as many torch threads as the CPUs it may use (dfl.cpus) unless engine.threads is
+set. SIGTERM / SIGINT stop it after the round in progress, with a checkpoint (exit 143 / 130).
 """
 from __future__ import annotations
 
@@ -41,20 +44,18 @@ def run(args: argparse.Namespace) -> int:
         return resume(args)
     if not args.config:
         raise DflError("run: give a CONFIG file (or --resume DIR)")
-    axes, variants = sweep.load(args.config, parse_overrides(args.set))
+    raw = sweep.read(args.config, parse_overrides(args.set))
+    axes, variants = sweep.expand(raw, args.config)
     out = Path(args.out) if args.out else default_out(args.config)
     results.check_out(out, overwrite=args.overwrite)
     sim = preflight([v.config for v in variants], keep=not axes)
     results.prepare(out, overwrite=args.overwrite)
-    summaries = []
-    if axes:
-        sweep.write_index(out, args.config, axes, variants)
-        for v in variants:
-            run_dir = results.prepare(out / v.name)
-            summaries.append(run_one(v.config, run_dir, quiet=args.quiet, title=v.name))
-    else:
-        summaries.append(run_one(variants[0].config, out, quiet=args.quiet, sim=sim))
-    print_table(summaries)
+    if axes:  # one after another, as `dfl sweep --jobs 1` (a failed run does not stop the others)
+        from .sweep import Task, execute
+
+        sweep.write_index(out, args.config, axes, variants, raw)
+        return execute(out, [Task(v.name, v.config, out / v.name, False) for v in variants], 1, args.quiet)
+    print_table([run_one(variants[0].config, out, quiet=args.quiet, sim=sim)])
     print(f"results in {out}")
     return 0
 
@@ -62,7 +63,11 @@ def run(args: argparse.Namespace) -> int:
 def resume(args: argparse.Namespace) -> int:
     from .. import results
 
-    path = results.prepare(Path(args.resume), resume=True)
+    path = Path(args.resume)
+    if (path / "config.toml").is_file() and not (path / results.CHECKPOINT).exists():
+        raise DflError(f"--resume {path}: no {results.CHECKPOINT} yet (the run stopped before its first round "
+                       f"ended); start it again: dfl run {path / 'config.toml'} --out {path} --overwrite")
+    path = results.prepare(path, resume=True)
     raw = read_toml(path / "config.toml")
     cfg = from_dict(raw, str(path / "config.toml"))
     if args.set:
@@ -76,8 +81,10 @@ def preflight(configs: list[Any], keep: bool = False) -> Any:
     """Build every variant's Simulation (data, model, graph, W) once, so that each user error is
     raised before the output directory is created or touched. Returns the last Simulation when
     `keep` (a single run reuses it), else None (each variant is rebuilt when it runs)."""
+    from .. import tracking
     from ..simulation import Simulation
 
+    tracking.check(configs)  # trackers installed and reachable ([logging])
     for i, cfg in enumerate(configs):
         sim = Simulation(cfg)
         if keep and i == len(configs) - 1:
@@ -87,27 +94,72 @@ def preflight(configs: list[Any], keep: bool = False) -> Any:
 
 
 def run_one(cfg, out: Path, *, quiet: bool = False, title: str = "",
-            resume_state: Optional[dict[str, Any]] = None, sim: Any = None) -> dict[str, Any]:
-    """Build the simulation (unless given), run it with a progress bar, write the run directory."""
-    from .. import results
-    from ..simulation import Simulation
+            resume_state: Optional[dict[str, Any]] = None, sim: Any = None,
+            share: int = 1) -> dict[str, Any]:
+    """Build the simulation (unless given), run it with a progress bar, write the run directory.
+
+    torch runs with engine.threads threads, or this process's CPUs divided by ``share`` (the
+    jobs of a sweep running side by side); the previous count comes back afterwards. SIGTERM /
+    SIGINT: the round in progress ends, a checkpoint is written, then ``Interrupted``."""
+    from .. import cpus
+
+    with cpus.torch_threads(cpus.auto_threads(cfg.engine.threads, share)):
+        return _run_one(cfg, out, quiet=quiet, title=title, resume_state=resume_state, sim=sim)
+
+
+def _run_one(cfg, out: Path, *, quiet: bool, title: str, resume_state: Optional[dict[str, Any]],
+             sim: Any) -> dict[str, Any]:
+    import sys
+
+    from .. import results, tracking
+    from ..errors import Interrupted
     from ..progress import Progress
+    from ..simulation import Simulation
+    from ..stopping import StopOnSignal, signal_name
 
     sim = sim if sim is not None else Simulation(cfg)
     if resume_state is not None:
         results.check_state(resume_state, sim, out)
+    if not quiet and sim.trainer.summary_line():  # the engine's choices and memory estimate
+        print(f"dfl: {sim.trainer.summary_line()}", file=sys.stderr)
+    trackers = tracking.start(sim.cfg, out, title=title,  # [logging]: callbacks beside the writer
+                              start_round=int(resume_state["round"]) if resume_state is not None else 0)
     writer = results.RunDir(out, sim.cfg, resume=resume_state is not None)
     if resume_state is not None:
         sim.load_state_dict(resume_state)
         writer.rewrite_metrics(sim.history)
+        writer.saved_round = sim.round
+
+    def how_to_resume() -> str:
+        if writer.saved_round is None:
+            return f"no checkpoint yet; start again with: dfl run {out / 'config.toml'} --out {out} --overwrite"
+        return f"continue from round {writer.saved_round} with: dfl run --resume {out}"
+
+    def at_once(signum: int) -> str:
+        return f"stopped by {signal_name(signum)} during round {sim.round + 1}; {how_to_resume()}"
+
     try:
-        with Progress(sim.cfg, title or sim.cfg.label(), quiet=quiet, start=sim.round) as bar:
+        with StopOnSignal(at_once) as stop, \
+                Progress(sim.cfg, title or sim.cfg.label(), quiet=quiet, start=sim.round) as bar:
             def on_round(s, row):
                 writer(s, row)
+                trackers.log_row(row)
                 bar.update(s.round, row)
-            sim.run(on_round)
-        return writer.finish(sim)
+
+            def after_round(s):
+                writer.after_round(s)
+                if stop.requested and s.round < s.cfg.rounds:
+                    if writer.saved_round != s.round:
+                        writer.checkpoint(s)
+                    raise Interrupted(f"stopped by {signal_name(stop.signum)} after round {s.round} of "
+                                      f"{s.cfg.rounds} (checkpoint written); continue with: dfl run --resume {out}",
+                                      stop.signum)
+            sim.run(on_round, after_round)
+        summary = writer.finish(sim)
+        trackers.finish(summary)
+        return summary
     finally:
+        trackers.close(sys.exc_info()[1])  # tracker runs left open: failed / killed
         sim.close()  # actors / a local Ray go away with the run, also on errors and Ctrl-C
 
 

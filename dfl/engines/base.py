@@ -23,13 +23,15 @@ from ..bank import Layout
 from ..data import FederatedData
 from ..data.augment import CROP_FLIP_FIELDS, check_augment, crop_flip, crop_flip_draws
 from ..registry import Registry
+from .plan import set_tf32
 
 ENGINES: Registry = Registry("engine backend")
 
 
 @dataclass(frozen=True)
 class LocalOptions:
-    """How local training runs, beyond the optimizer's own hyperparameters (from ``[local]``).
+    """How local training runs, beyond the optimizer's own hyperparameters (from ``[local]``, and
+    ``engine.strategy`` / ``engine.precision``).
 
     Attributes:
         lr_max: the configured learning rate (``local.lr``), the schedule's peak; methods that
@@ -39,11 +41,15 @@ class LocalOptions:
             round-start weights), as the reference code builds a new optimizer per round.
         clip_grad_norm: the descent direction of every step is clipped to this global L2 norm
             (``torch.nn.utils.clip_grad_norm_`` after backward, as DisPFL); 0 = off.
+        strategy: the vectorized engine's auto, vmap or sequential (dfl/engines/plan.py).
+        precision: fp32, tf32 or bf16 (autocast in the forward; weights and descent in fp32).
     """
 
     lr_max: float = 0.0
     reset_state: bool = True
     clip_grad_norm: float = 0.0
+    strategy: str = "auto"
+    precision: str = "fp32"
 
 
 def pad_indices(parts: list[torch.Tensor], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -133,6 +139,7 @@ class Trainer:
         self.optimizer, self.hparams, self.device = optimizer, hparams, device
         self.chunk_size = chunk_size
         self.local = local
+        set_tf32(local.precision, device)
 
     def progress(self, lr: float, round_: int) -> "optim.Progress":
         """The run's position handed to the optimizer's gradient this round."""
@@ -147,6 +154,15 @@ class Trainer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        """What the engine chose for the run (strategy, precision, chunk, memory estimate), for
+        manifest.json; {} when there is nothing to record."""
+        return {}
+
+    def summary_line(self) -> str:
+        """The choices and the memory estimate in one line, printed before a run ("" = none)."""
+        return ""
 
     def metrics(self) -> dict[str, Any]:
         """Engine numbers added to every round's metrics (e.g. Ray's actor_restarts)."""

@@ -142,6 +142,27 @@ class ClientBlock:
     def gather(self, terms: Terms) -> torch.Tensor:
         return self.rows(terms).cpu()
 
+    def take(self, terms: Terms, local: np.ndarray) -> torch.Tensor:
+        """Some rows (indices local to this block) of sum_k c_k S_k, on the CPU."""
+        return self.rows(terms)[torch.as_tensor(local, dtype=torch.int64, device=self.device)].cpu()
+
+    def patch(self, out: str, terms: Terms, local: np.ndarray, rows: torch.Tensor) -> bool:
+        """Slot ``out`` = sum_k c_k S_k with the rows ``local`` replaced (faults.on_nan = "skip_client")."""
+        x = self.rows(terms).clone()
+        if len(local):
+            x[torch.as_tensor(local, dtype=torch.int64, device=self.device)] = rows.to(self.device, x.dtype)
+        self.slots[out] = x
+        return True
+
+    def reset_clients(self, local: np.ndarray) -> bool:
+        """Clear the optimizer state of diverged clients (indices local to this block)."""
+        from ..faults import reset_state
+
+        bad = np.zeros(self.hi - self.lo, dtype=bool)
+        bad[np.asarray(local, dtype=np.int64)] = True
+        reset_state(self.trainer, bad)
+        return True
+
     # ------------------------------------------------------------------ a round
     def train(self, out: str, terms: Terms, active: np.ndarray, steps: np.ndarray, lr: float, round_: int,
               correction: Optional[Correction]) -> np.ndarray:

@@ -38,7 +38,7 @@ from torch.utils._pytree import tree_map
 import ray
 
 from ..config import EngineConfig
-from ..errors import ConfigError, DflError
+from ..errors import DflError
 from . import ray_session
 from .base import Trainer
 
@@ -124,9 +124,6 @@ class RayTrainer(Trainer):
         self.engine = sim.cfg.engine
         if sim.algo.centralized:  # server averaging: the driver keeps the bank, the actors train
             return bank
-        if sim.cfg.faults.on_nan == "skip_client" and not sim.algo.centralized:
-            raise ConfigError('faults.on_nan: "skip_client" rewrites bank rows in the driver; with '
-                              'engine.backend = "ray" use "stop"')
         if not sim.pooled:
             parts = [sim.local_idx[i][sim.local_mask[i]].cpu() for i in range(len(sim.local_idx))]
             self.eval_sets = (sim.local_x.cpu(), sim.local_y.cpu(), parts)
@@ -310,6 +307,41 @@ class RayTrainer(Trainer):
     def gather(self, bank: RayBank) -> torch.Tensor:
         rows = self._op(lambda: ray.get([a.gather.remote(bank.terms) for a in self.actors]), mutating=False)
         return torch.cat(rows)
+
+    # ------------------------------------------------------------------ faults.on_nan = "skip_client"
+    def _split(self, rows: np.ndarray) -> list[np.ndarray]:
+        """Global row indices -> per actor, the indices local to its block."""
+        rows = np.asarray(rows, dtype=np.int64)
+        return [rows[(rows >= lo) & (rows < hi)] - lo for lo, hi in self.blocks]
+
+    def take(self, bank: RayBank, rows: list[int]) -> dict[int, torch.Tensor]:
+        """{global index: row} of some rows of a bank; only those rows travel to the driver."""
+        parts = self._split(np.array(sorted(rows), dtype=np.int64))
+        got = self._op(lambda: ray.get([a.take.remote(bank.terms, p) for a, p in zip(self.actors, parts)]),
+                       mutating=False)
+        return {lo + int(i): r for (lo, _), p, rs in zip(self.blocks, parts, got) for i, r in zip(p, rs)}
+
+    def patched(self, bank: RayBank, new_rows: dict[int, torch.Tensor]) -> RayBank:
+        """A new bank: ``bank`` with the given global rows replaced."""
+        out = self._new_name()
+        idx = np.array(sorted(new_rows), dtype=np.int64)
+        vals = torch.stack([new_rows[int(i)].cpu() for i in idx]) if len(idx) else torch.zeros(0)
+        self._op("_patch", out, bank.terms, idx, vals)
+        return RayBank(self, ((out, 1.0),))
+
+    def _patch(self, out: str, terms, idx: np.ndarray, vals: torch.Tensor) -> None:
+        refs = []
+        for a, (lo, hi), local in zip(self.actors, self.blocks, self._split(idx)):
+            sel = (idx >= lo) & (idx < hi)
+            refs.append(a.patch.remote(out, terms, local, vals[torch.as_tensor(sel)] if len(idx) else vals))
+        ray.get(refs)
+
+    def reset_clients(self, idx: np.ndarray) -> None:
+        """Clear the optimizer state of the given clients (faults.reset_state calls it)."""
+        self._op("_reset_clients", np.asarray(idx, dtype=np.int64))
+
+    def _reset_clients(self, idx: np.ndarray) -> None:
+        ray.get([a.reset_clients.remote(p) for a, p in zip(self.actors, self._split(idx))])
 
     def state_dict(self):
         if self.local.reset_state:  # nothing carries over between rounds

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from .. import optim
 from ..algorithms import Correction
 from .base import ENGINES, Trainer
+from .plan import autocast
 
 
 def torch_optimizer(name: str, model: torch.nn.Module, *, lr: float, num_samples: int,
@@ -49,13 +50,15 @@ def extra_loss(opt: torch.optim.Optimizer, logits: torch.Tensor, x: torch.Tensor
 
 
 def closure(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-            index: Optional[torch.Tensor] = None) -> Callable[[], torch.Tensor]:
+            index: Optional[torch.Tensor] = None, precision: str = "fp32") -> Callable[[], torch.Tensor]:
     """torch's closure for one step of a client: clear the gradients, cross-entropy plus the term
     the optimizer asks for (:func:`extra_loss`), backward; it returns the cross-entropy, detached
-    (the loss the functional optimizers report)."""
+    (the loss the functional optimizers report). ``precision`` bf16: the forward under autocast,
+    the loss on fp32 logits (engine.precision)."""
     def run() -> torch.Tensor:
         opt.zero_grad()
-        logits = model(x)
+        with autocast(precision, x.device):
+            logits = model(x).float()
         loss = F.cross_entropy(logits, y)
         (loss + extra_loss(opt, logits, x, index)).backward()
         return loss.detach()
@@ -107,10 +110,13 @@ class SerialTrainer(Trainer):
             for k in range(int(steps[i])):
                 x = self.data.inputs(glob[:, k], np.array([i]), round_, k)[0]
                 y, idx = self.data.y[glob[0, k]], local[0, k]
-                total += float(opt.step(closure(model, opt, x, y, idx)))
+                total += float(opt.step(closure(model, opt, x, y, idx, self.local.precision)))
             bank[i] = self.layout.row(model)
             losses[i] = total / max(int(steps[i]), 1)
         return bank, losses
+
+    def describe(self):
+        return {"strategy": "serial", "precision": self.local.precision}
 
     def state_dict(self):
         if self.local.reset_state:  # a new optimizer every round: nothing carries over

@@ -8,25 +8,31 @@ update is elementwise, so it needs no vmap, and in place it allocates nothing (o
 small models is bound by these memory passes). Clients that are inactive, or that have done
 their own number of steps, keep their parameters and state (torch.where on a mask), so one vmap
 call serves clients of different shard sizes. Chunks are sized from free memory.
+
+For large models (``engine.strategy``, picked by dfl/engines/plan.py) the chunk's clients run one
+after another instead: the same ``gradient`` without vmap on one client's rows, the same
+``descend_`` over a chunk of one; same numbers (to float rounding), plain convolutions instead of
+vmap's grouped ones, one client's activations in memory.
 """
 from __future__ import annotations
 
+import functools
 import os
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 import numpy as np
 import torch
 from torch.func import functional_call, vmap
-from torch.utils._pytree import tree_map
+from torch.utils._pytree import tree_leaves, tree_map
 
 from .. import optim
 from ..algorithms import Correction
+from ..errors import ConfigError
 from ..optim.sgd import FunctionalSGD
-from . import malloc
+from . import malloc, plan
 from .base import ENGINES, Trainer, host_to_device
 
-#: Fraction of free memory a chunk may use.
-MEMORY_FRACTION = 0.25
+MEMORY_FRACTION = plan.MEMORY_FRACTION  # of free memory a chunk may use
 
 
 def _where(mask: torch.Tensor, new: Any, old: Any) -> Any:
@@ -78,41 +84,104 @@ def activation_numel(model: torch.nn.Module, sample: torch.Tensor) -> int:
     return total
 
 
+def capacity(device: torch.device) -> int:
+    """Bytes a run may count on: free memory of a GPU; on CPU the RAM (MemTotal, capped by the
+    cgroup's memory.max), not the momentary MemAvailable that other processes make go up and down."""
+    if device.type == "cuda":
+        return free_memory(device)
+    total = 0
+    try:
+        with open("/proc/meminfo") as fh:
+            total = next(int(line.split()[1]) * 1024 for line in fh if line.startswith("MemTotal:"))
+    except (OSError, StopIteration, ValueError):
+        total = int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    try:
+        with open("/sys/fs/cgroup/memory.max") as fh:
+            limit = fh.read().strip()
+        total = min(total, int(limit)) if limit.isdigit() else total
+    except OSError:
+        pass
+    return total
+
+
+def check_fits(per_client: int, chunk_size: int, room: int, device: torch.device, dim: int, batch: int) -> None:
+    """Stop before allocating when the engine's estimate of one client (or of the configured chunk)
+    is more than the device can hold (``capacity``); the message names the keys that shrink it."""
+    gb = 2.0 ** 30
+    has = f"{device} has {room / gb:.1f} GB" + (" free" if device.type == "cuda" else "")
+    if per_client > room:
+        raise ConfigError(f"engine: one client needs about {per_client / gb:.1f} GB (a model of {dim:,} parameters, "
+                          f"local.batch_size = {batch}) but {has}; lower local.batch_size, choose a smaller "
+                          "model.name, or set engine.device")
+    if chunk_size and chunk_size * per_client > room:
+        need = chunk_size * per_client / gb
+        raise ConfigError(f"engine.chunk_size: {chunk_size} clients at once need about {need:.1f} GB but {has}; "
+                          "lower engine.chunk_size (0 = sized from free memory) or local.batch_size")
+
+
 @ENGINES.register("vectorized")
 class VectorizedTrainer(Trainer):
-    """Local training of all clients with torch.func.vmap, in chunks of clients."""
+    """Local training of all clients in chunks: vmap over a chunk's clients, or one client after
+    another with the same functional step (``engine.strategy``; dfl/engines/plan.py)."""
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         if self.device.type == "cpu":
             malloc.tune()  # step tensors reused from the heap instead of fresh mmap'd pages
         opt = self.opt = optim.make(self.optimizer, **self.hparams)
-        n, dim = self.data.n, self.layout.size
-        if not self.chunk_size:
-            per_client = 4 * (12 * dim + 4 * self.data.batch_size
-                              * activation_numel(self.model, self.data.x[:1]))
-            self.chunk_size = int(max(1, min(n, MEMORY_FRACTION * free_memory(self.device) // per_client)))
+        n, dim, batch = self.data.n, self.layout.size, self.data.batch_size
         # Every client starts from the model's initial weights (MESA's EMA starts there too).
         params = {k: p.detach() for k, p in self.model.named_parameters()}
         init_kw = dict(num_samples=int(self.data.sizes.max()), num_classes=self.data.num_classes)
         one = self.opt.init(params, **init_kw)
+        act = activation_numel(self.model, self.data.x[:1])
+        self.strategy, self._why = plan.pick_strategy(self.local.strategy, self.device, dim, batch, act)
+        per_client = 4 * (12 * dim + 4 * batch * act)
+        self._room = capacity(self.device)
+        check_fits(per_client, self.chunk_size if self.strategy == "vmap" else 0, self._room, self.device, dim, batch)
+        self.memory = plan.plan_memory(
+            n=n, dim=dim, state_numel=sum(t.numel() for t in tree_leaves(one)), activations=act, batch=batch,
+            strategy=self.strategy, reset_state=self.local.reset_state, free=free_memory(self.device),
+            chunk_size=self.chunk_size)
+        plan.check_total(self.memory, self._room, self.device, n, dim)
+        self.chunk_size = self.memory.chunk
         # reset_state: a fresh state per round and chunk (opt.init at the round-start rows), none kept
         self.state = (None if self.local.reset_state
                       else tree_map(lambda t: t.unsqueeze(0).repeat(n, *([1] * t.dim())).clone(), one))
         self._init = vmap(lambda p: opt.init(p, **init_kw))
         self._progress: Optional[optim.Progress] = None
-        model, opt = self.model, self.opt
+        model, cast = self.model, functools.partial(plan.autocast, self.local.precision, self.device)
+        self._channels_last = plan.channels_last(self.strategy, self.device)
+
+        def forward(q, x):  # bf16: autocast in the forward only, the loss on fp32 logits
+            with cast():
+                return functional_call(model, q, (x,)).float()
 
         def client_gradient(p, s, x, y, index):
-            obj = optim.Objective(forward=lambda q: functional_call(model, q, (x,)), targets=y, index=index)
+            obj = optim.Objective(forward=lambda q: forward(q, x), targets=y, index=index)
             return opt.gradient(p, s, obj, self._progress)
 
-        # a step = vmap(gradient), then the SGD descent in place on the bank's rows (elementwise,
-        # so it needs no vmap), then vmap(after_descent) where the optimizer has one (MESA)
+        # a step = gradient (vmapped over the chunk, or of one client), then the SGD descent in
+        # place on the bank's rows (elementwise, no vmap), then after_descent where the optimizer
+        # has one (MESA)
+        self._one_gradient = client_gradient
         self._gradient = vmap(client_gradient)
-        self._after = (vmap(opt.after_descent)
-                       if type(opt).after_descent is not FunctionalSGD.after_descent else None)
+        has_after = type(opt).after_descent is not FunctionalSGD.after_descent
+        self._after_one = opt.after_descent if has_after else None
+        self._after = vmap(opt.after_descent) if has_after else None
         self._begin = vmap(opt.begin_round)
+
+    def describe(self) -> dict[str, Any]:
+        m = self.memory
+        mb = lambda b: round(b / 2 ** 20, 1)  # noqa: E731
+        return {"strategy": self.strategy, "strategy_reason": self._why, "precision": self.local.precision,
+                "chunk_size": self.chunk_size, "memory_estimate_mb": mb(m.total), "memory_fixed_mb": mb(m.fixed),
+                "memory_chunk_mb": mb(m.chunk_bytes), "memory_capacity_mb": mb(self._room)}
+
+    def summary_line(self) -> str:
+        what = f"{type(self.model).__name__} ({self.layout.size:,} parameters, batch {self.data.batch_size})"
+        return (f"engine: {self.strategy} ({self._why}), precision {self.local.precision}; "
+                + self.memory.line(what, self.device, self._room))
 
     def train(self, bank, active, steps, lr, round_, correction: Optional[Correction]):
         n = self.data.n
@@ -136,25 +205,33 @@ class VectorizedTrainer(Trainer):
             state = tree_map(lambda t: t[sl], self.state)
         state = self._begin(params, state)
         local, glob = self.data.batches(clients, round_, kmax)
-        act_np, todo_np = active[clients], steps[clients]
-        act = host_to_device(act_np, dev)
-        todo = host_to_device(todo_np, dev)
         corr = None
         if correction is not None:
             d = correction.direction.to(dev)
             d = d.expand(len(clients), -1) if d.dim() == 1 else d[sl]
             corr = self.layout.unflatten(d)
-        loss_sum = torch.zeros(len(clients), dtype=torch.float64, device=dev)
+        chunk = _Chunk(clients, active[clients], steps[clients], local, glob, round_, lr, corr,
+                       correction.grad_scale if correction is not None else 1.0)
+        steps_of = self._sequential_steps if self.strategy == "sequential" else self._vmap_steps
+        state, loss_sum = steps_of(params, state, chunk, kmax)
+        if self.state is not None:
+            tree_map(lambda full, part: full[sl].copy_(part), self.state, state)
+        out = (loss_sum / host_to_device(chunk.todo, dev).clamp(min=1)).cpu().numpy()
+        out[~chunk.active] = np.nan
+        return out
+
+    def _vmap_steps(self, params, state, c: "_Chunk", kmax: int):
+        """All clients of the chunk at once: vmap(gradient), the descent in place on the rows;
+        clients that are inactive or done keep their weights and state (a mask)."""
+        dev = self.device
+        act, todo = host_to_device(c.active, dev), host_to_device(c.todo, dev)
+        loss_sum = torch.zeros(len(c.clients), dtype=torch.float64, device=dev)
         for k in range(kmax):
-            g = glob[:, k]
-            x = self.data.inputs(g, clients, round_, k)
-            grads, new_s, loss = self._gradient(params, state, x, self.data.y[g], local[:, k])
-            if corr is not None:  # d <- grad_scale * d + direction (MoFedSAM), before the clip
-                for name, g in grads.items():
-                    g.mul_(correction.grad_scale).add_(corr[name])
-            if self.local.clip_grad_norm:
-                clip_rows_(grads, self.local.clip_grad_norm)
-            if (act_np & (k < todo_np)).all():  # the common case: no client to hold back
+            g = c.glob[:, k]
+            x = self.data.inputs(g, c.clients, c.round, k)
+            grads, new_s, loss = self._gradient(params, state, x, self.data.y[g], c.local[:, k])
+            self._direction(grads, c.corr, c.grad_scale)
+            if (c.active & (k < c.todo)).all():  # the common case: no client to hold back
                 mask = None
                 state = new_s
                 loss_sum += loss.double()
@@ -162,15 +239,47 @@ class VectorizedTrainer(Trainer):
                 mask = act & (k < todo)
                 state = _where(mask, new_s, state)
                 loss_sum += torch.where(mask, loss.double(), torch.zeros_like(loss_sum))
-            state = self.opt.descend_(params, grads, state, lr, mask)
+            state = self.opt.descend_(params, grads, state, c.lr, mask)
             if self._after is not None:
                 new_s = self._after(params, state)
                 state = new_s if mask is None else _where(mask, new_s, state)
-        if self.state is not None:
-            tree_map(lambda full, part: full[sl].copy_(part), self.state, state)
-        out = (loss_sum / todo.clamp(min=1)).cpu().numpy()
-        out[~active[clients]] = np.nan
-        return out
+        return state, loss_sum
+
+    def _sequential_steps(self, params, state, c: "_Chunk", kmax: int):
+        """One client after another: its own number of steps of the functional gradient (no vmap)
+        on its rows of the bank, and the same in-place descent over a chunk of one (its rows)."""
+        loss_sum = torch.zeros(len(c.clients), dtype=torch.float64, device=self.device)
+        one = lambda t: t.unsqueeze(0)  # noqa: E731  (a client's tensors as a chunk of one)
+        for j in np.flatnonzero(c.active & (c.todo > 0)):
+            rows = slice(int(j), int(j) + 1)
+            p1 = {name: v[rows] for name, v in params.items()}  # (1, *shape) views of the bank's rows
+            p = {name: v[0] for name, v in p1.items()}
+            s1 = tree_map(lambda t: t[rows], state)
+            for k in range(int(c.todo[j])):
+                g = c.glob[rows, k]
+                x = self.data.inputs(g, c.clients[rows], c.round, k)[0]
+                if self._channels_last and x.dim() == 4:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                grads, new_s, loss = self._one_gradient(p, tree_map(lambda t: t[0], s1), x, self.data.y[g[0]],
+                                                        c.local[j, k])
+                grads = {name: one(t) for name, t in grads.items()}
+                self._direction(grads, None if c.corr is None else {n: v[rows] for n, v in c.corr.items()},
+                                c.grad_scale)
+                s1 = self.opt.descend_(p1, grads, tree_map(one, new_s), c.lr)
+                if self._after_one is not None:
+                    s1 = tree_map(one, self._after_one(p, tree_map(lambda t: t[0], s1)))
+                loss_sum[j] += loss.double()
+            tree_map(lambda full, part: full[rows].copy_(part), state, s1)
+        return state, loss_sum
+
+    def _direction(self, grads, corr, grad_scale: float) -> None:
+        """In place on the (c, *shape) gradients: d <- grad_scale * d + direction (MoFedSAM),
+        then the clip to local.clip_grad_norm."""
+        if corr is not None:
+            for name, g in grads.items():
+                g.mul_(grad_scale).add_(corr[name])
+        if self.local.clip_grad_norm:
+            clip_rows_(grads, self.local.clip_grad_norm)
 
     def state_dict(self):
         """The kept optimizer state; empty with reset_state (each round starts from opt.init)."""
@@ -179,3 +288,18 @@ class VectorizedTrainer(Trainer):
     def load_state_dict(self, state):
         if self.state is not None and "opt_state" in state:
             tree_map(lambda full, saved: full.copy_(saved), self.state, state["opt_state"])
+
+
+class _Chunk(NamedTuple):
+    """A chunk's clients (rows of ClientData) and what their round needs: active mask and step
+    counts (numpy), batch indices (local, global: (c, K, B)), round, lr, MoFedSAM's direction."""
+
+    clients: np.ndarray
+    active: np.ndarray
+    todo: np.ndarray
+    local: torch.Tensor
+    glob: torch.Tensor
+    round: int
+    lr: float
+    corr: Optional[dict[str, torch.Tensor]]
+    grad_scale: float

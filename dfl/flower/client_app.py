@@ -6,7 +6,9 @@ Message types it answers:
                      MoFedSAM's server adds the ArrayRecord "correction" (Delta) and the config key
                      "correction-grad-scale" (alpha): each step descends along alpha g + (1-alpha) Delta.
     evaluate         accuracy / loss of the received global model on this client's held-out split.
-    query.setup      gossip: store the initial model; reply with this node's client id.
+    query.identify   reply with this node's client id (a node that connects mid-run, dfl.flower.tolerant).
+    query.setup      gossip: store the initial model (a rejoining node: its neighbours' mean) and
+                     start with fresh optimizer state; reply with this node's client id.
     train.gossip     gossip: train the node's own model (kept in context.state between rounds).
     query.mix        gossip: one step z_i <- W_ii z_i + sum_j W_ij z_j with the neighbours' z_j;
                      the round's last step also reports the local accuracy on evaluated rounds.
@@ -14,14 +16,24 @@ Message types it answers:
 Every reply carries the metric "client-weight" = 1: dfl averages clients with equal weights; replies
 to train / evaluate also say which client answered ("client_id", for the record of lost nodes).
 The optimizer state (momentum, SAF / MESA trajectories) stays on the node, in context.state.
+Every message's config carries "num-clients", the client count the ServerApp settled on
+(dfl.flower.federation): the node builds its Config with it.
+
+Start-up: on a SuperNode every message starts a fresh ClientApp process (flwr 1.41 has no way
+to keep one warm), so the per-message work is kept small: no dataset beyond this client's
+shard, and torch.optim's lazy import of torch._dynamo (about 1 s, for an optimizer that is
+never compiled) is skipped (``_skip_dynamo_import``).
 """
 from __future__ import annotations
+
+import sys
 
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from ..algorithms import Correction
+from ..config import Config
 from ..simulation import resolve_device
 from . import records as R
 from .local import LocalClient, load_shard
@@ -30,8 +42,36 @@ from .settings import node_identity, run_config
 app = ClientApp()
 
 
-def _client(context: Context) -> LocalClient:
-    cfg = run_config(context.run_config)
+def _skip_dynamo_import() -> None:
+    """Mark torch.optim.Optimizer's dynamo-disabled methods as already wrapped.
+
+    torch wraps them in ``torch._disable_dynamo``, which imports torch._dynamo on the first call
+    (about 1 s of a ClientApp process's start) to build the wrapper. A ClientApp never compiles,
+    so the plain method is the right "disabled" version. Skipped when torch._dynamo is already
+    imported (then the wrapper costs nothing) or when torch's wrapper is not the expected one.
+    """
+    if "torch._dynamo" in sys.modules:
+        return
+    try:
+        probe = torch._compile._disable_dynamo(lambda: None)
+        from torch.optim.optimizer import Optimizer
+    except (AttributeError, ImportError):
+        return
+    for fn in vars(Optimizer).values():
+        inner = getattr(fn, "__wrapped__", None)
+        if getattr(fn, "__code__", None) is probe.__code__ and inner is not None:
+            setattr(inner, "__dynamo_disable", inner)
+
+
+def _config(msg: Message, context: Context) -> Config:
+    """The run's dfl Config, with the client count the ServerApp sent ("num-clients")."""
+    n = R.config_of(msg.content).get("num-clients")
+    return run_config(context.run_config, None if n is None else int(n))
+
+
+def _client(context: Context, msg: Message) -> LocalClient:
+    cfg = _config(msg, context)
+    _skip_dynamo_import()
     if cfg.engine.threads:
         torch.set_num_threads(cfg.engine.threads)
     node = node_identity(context.node_config, cfg)
@@ -57,7 +97,7 @@ def _reply(msg: Message, arrays: ArrayRecord | None = None, **metrics: float) ->
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """K local steps from the global model; reply with the local model and its training loss."""
-    client = _client(context)
+    client = _client(context, msg)
     row = R.from_record(client.layout, msg.content[R.ARRAYS])
     conf = R.config_of(msg.content)
     correction = None
@@ -72,17 +112,23 @@ def train(msg: Message, context: Context) -> Message:
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
     """Accuracy and loss of the received model on this client's held-out split."""
-    client = _client(context)
+    client = _client(context, msg)
     acc, loss = client.evaluate(R.from_record(client.layout, msg.content[R.ARRAYS]))
     return _reply(msg, local_acc=acc, local_loss=loss, client_id=float(client.shard.client_id))
 
 
 # ------------------------------------------------------------------ decentralized (gossip)
+@app.query("identify")
+def identify(msg: Message, context: Context) -> Message:
+    """Tell the server which client this node is (partition-id)."""
+    node = node_identity(context.node_config, _config(msg, context))
+    return _reply(msg, client_id=float(node.client_id))
+
+
 @app.query("setup")
 def setup(msg: Message, context: Context) -> Message:
     """Keep the initial model; tell the server which client this node is."""
-    cfg = run_config(context.run_config)
-    node = node_identity(context.node_config, cfg)
+    node = node_identity(context.node_config, _config(msg, context))
     context.state[R.MODEL_STATE] = msg.content[R.ARRAYS]
     context.state[R.STATE] = ConfigRecord({"optimizer": b"", "mix-round": -1})
     return _reply(msg, client_id=float(node.client_id))
@@ -95,7 +141,7 @@ def train_gossip(msg: Message, context: Context) -> Message:
     z_i is the trained model (DFedAvg / DFedSAM family) or, for D-PSGD ("mix-before"), the
     model before the step, whose update is added back after mixing.
     """
-    client = _client(context)
+    client = _client(context, msg)
     conf = R.config_of(msg.content)
     t = int(conf["round"])
     before = R.from_record(client.layout, context.state[R.MODEL_STATE])
@@ -144,10 +190,10 @@ def mix(msg: Message, context: Context) -> Message:
     context.state[R.MODEL_STATE] = new
     if not conf.get("evaluate"):
         return _reply(msg, new)
-    acc, loss = _own_accuracy(context)
+    acc, loss = _own_accuracy(context, msg)
     return _reply(msg, new, local_acc=acc, local_loss=loss)
 
 
-def _own_accuracy(context: Context) -> tuple[float, float]:
-    client = _client(context)
+def _own_accuracy(context: Context, msg: Message) -> tuple[float, float]:
+    client = _client(context, msg)
     return client.evaluate(R.from_record(client.layout, context.state[R.MODEL_STATE]))

@@ -20,6 +20,13 @@ graph: from the next exchange on, W_t is topology.mixing on G_t without their ed
 dfl.faults does for failed links), so every survivor's row mixes survivors only; the metrics
 (test accuracy of the mean model, consensus) are over the survivors, and each row records
 `lost_nodes` (cumulative) and `active_clients` (nodes whose training reply arrived).
+
+Rejoining nodes: at the start of every round the TolerantGrid admits nodes that connected since
+(a restarted SuperNode, usually under a new node id; its partition-id says which client it is).
+A node that takes a lost client's place starts from the mean of its live graph neighbours'
+models (of all live models if it has none), with fresh optimizer state ("query.setup"); from
+then on its row of W is rebuilt on the graph with it, and it trains, mixes and is measured like
+the others. Rows record `rejoined_nodes` (cumulative).
 """
 from __future__ import annotations
 
@@ -39,7 +46,8 @@ from ..rng import participation
 from ..simulation import Simulation
 from . import records as R
 from .output import Recorder
-from .tolerant import TolerantGrid, wait_for_nodes
+from .federation import wait_for_nodes
+from .tolerant import TolerantGrid
 
 #: Gossip algorithms the relay supports: mix the trained models, or (D-PSGD) the pre-step ones.
 MIXES = {Gossip.aggregate: False, DPSGD.aggregate: True}
@@ -74,7 +82,12 @@ class Relay:
         self._W: dict[tuple[int, frozenset[int]], tuple[np.ndarray, np.ndarray, float]] = {}
 
     def _msg(self, node: int, kind: str, content: RecordDict) -> Message:
+        if R.CONFIG in content.config_records:  # every node builds its Config with this client count
+            content[R.CONFIG]["num-clients"] = self.n
         return Message(content=content, dst_node_id=node, message_type=kind)
+
+    def _setup_content(self, row: torch.Tensor) -> RecordDict:
+        return RecordDict({R.ARRAYS: R.to_record(self.sim.layout, row), R.CONFIG: ConfigRecord({})})
 
     def setup(self) -> None:
         """Send every node the initial model; learn which client each node is.
@@ -83,8 +96,8 @@ class Relay:
         the start (the run goes on if min-nodes remain).
         """
         ids = wait_for_nodes(self.grid, self.n, self.timeout, self.grid.min_nodes)
-        init = R.to_record(self.sim.layout, self.sim.bank[0])
-        replies = self.grid.send_and_receive([self._msg(i, "query.setup", RecordDict({R.ARRAYS: init}))
+        self.grid.start(ids)
+        replies = self.grid.send_and_receive([self._msg(i, "query.setup", self._setup_content(self.sim.bank[0]))
                                               for i in ids], timeout=self.timeout)
         self.node = {int(m.content[R.METRICS]["client_id"]): m.metadata.src_node_id for m in replies}
         if len(self.node) < len(replies) or not set(self.node) <= set(range(self.n)):
@@ -103,6 +116,24 @@ class Relay:
             self.grid.mark_lost(failed[0], self.grid.lost[failed[0]].reason, client=missing[0])
         for c in missing[len(failed):]:
             self.grid.mark_lost(-1 - c, "no SuperNode of this client was connected", client=c)
+
+    def rejoin(self, t: int) -> None:
+        """Nodes admitted by the grid take their client's place in round t: each gets the mean of
+        its live neighbours' models on G_t (of all live models if none is live) and fresh
+        optimizer state; W is rebuilt with it from this round on."""
+        joins = self.grid.admit(self.timeout, {"num-clients": self.n})
+        if not joins:
+            return
+        live, G = self.alive, self.sim.graphs.graph(t)
+        live[[r.client for r in joins]] = False  # a joiner's own (stale) model is no one's source
+        msgs = []
+        for r in joins:
+            self.node[r.client], self.client[r.node] = r.node, r.client
+            nbrs = [j for j in G.neighbors(r.client) if live[j]] or [int(j) for j in np.flatnonzero(live)]
+            if nbrs:
+                self.models[r.client] = self.models[nbrs].mean(0)
+            msgs.append(self._msg(r.node, "query.setup", self._setup_content(self.models[r.client])))
+        self.grid.send_and_receive(msgs, timeout=self.timeout)
 
     @property
     def alive(self) -> np.ndarray:
@@ -166,6 +197,7 @@ class Relay:
         self.setup()
         for t in range(cfg.rounds):
             self.grid.round = t + 1
+            self.rejoin(t)
             active = participation(cfg.seed, t, self.n, cfg.algorithm.participation)
             z, losses = self.train(t, active)
             evaluate = self.rec.is_eval_round(t + 1)
@@ -183,7 +215,7 @@ class Relay:
                     "train_loss": float(np.nanmean(losses)) if losses else float("nan"),
                     "spectral_gap": gap, "effective_gap": 1.0 - (1.0 - gap) ** q, "comm_mb": sim.comm_mb,
                     "active_clients": len(losses), "lr": ctx.lr, "live_edges": int(deg.sum()) // 2,
-                    "lost_nodes": len(self.grid.lost)})
+                    "lost_nodes": len(self.grid.losses), "rejoined_nodes": len(self.grid.rejoins)})
 
 
 def run_gossip(grid: TolerantGrid, sim: Simulation, rec: Recorder, timeout: float) -> None:

@@ -30,6 +30,7 @@ from ..engines import ClientData
 from ..engines.serial import SerialTrainer
 from ..errors import DataError
 from ..metrics import evaluate
+from ..results import plain, safe_load
 from ..simulation import build_model, client_steps, local_options, optimizer_hparams
 from .settings import Node
 
@@ -45,6 +46,9 @@ class Shard:
     y_holdout: torch.Tensor
     input_shape: tuple[int, ...]
     num_classes: int
+    largest_shard: int = 0
+    """The federation's largest training shard: the cap of the batch (dfl.simulation.batch_size);
+    0 (shard files exported before it existed): this shard's size."""
 
     def as_federated(self) -> FederatedData:
         """A one-client FederatedData (pool = the shard) for dfl's ClientData."""
@@ -59,7 +63,8 @@ def shard_of(fed: FederatedData, i: int) -> Shard:
     """Client i's Shard of a federation; without a local split, the global test set stands in."""
     tr, te = fed.client_train[i], fed.client_test[i]
     x_hold, y_hold = (fed.x_train[te], fed.y_train[te]) if len(te) else (fed.x_test, fed.y_test)
-    return Shard(i, fed.x_train[tr], fed.y_train[tr], x_hold, y_hold, tuple(fed.input_shape), fed.num_classes)
+    return Shard(i, fed.x_train[tr], fed.y_train[tr], x_hold, y_hold, tuple(fed.input_shape), fed.num_classes,
+                 largest_shard=max(len(t) for t in fed.client_train))
 
 
 @lru_cache(maxsize=2)
@@ -74,11 +79,16 @@ def load_shard(cfg: Config, node: Node) -> Shard:
         if not path.is_file():
             raise DataError(f"node config data-dir: {path} not found; export the shards with "
                             "`python -m dfl.flower.shards CONFIG --out DIR` and copy client-<i>.pt here")
-        raw = torch.load(path, map_location="cpu", weights_only=False)
+        raw = safe_load(path, path, what="shard file", hint="; export the shards again")
+        fields = [f.name for f in dataclasses.fields(Shard)]
+        needed = [k for k in fields if k != "largest_shard"]
+        if not isinstance(raw, dict) or any(k not in raw for k in needed):
+            raise DataError(f"{path}: not a dfl shard file (expected the keys {', '.join(needed)}); "
+                            "export the shards with `python -m dfl.flower.shards CONFIG --out DIR`")
         if raw.get("client_id") != node.client_id or raw.get("seed") != cfg.seed:
             raise DataError(f"{path}: holds client {raw.get('client_id')} (seed {raw.get('seed')}), "
                             f"this node is client {node.client_id} (seed {cfg.seed}); re-export the shards")
-        return Shard(**{k: raw[k] for k in (f.name for f in dataclasses.fields(Shard))})
+        return Shard(**{k: tuple(raw[k]) if k == "input_shape" else raw[k] for k in fields if k in raw})
     if node.data_root:
         cfg = cfg.replace(**{"data.root": node.data_root})
     return shard_of(_federated(cfg), node.client_id)
@@ -102,12 +112,14 @@ class LocalClient:
         self.device = device or torch.device("cpu")
         self.model = build_model(cfg, shard.input_shape, shard.num_classes).to(self.device)
         self.layout = Layout.of(dict(self.model.named_parameters()))
-        self.data = OneClientData(shard, self.device, cfg.seed, cfg.local.batch_size, augment=cfg.data.augment)
+        # the batch `dfl run` gives every client: at most the federation's largest shard
+        batch = max(1, min(cfg.local.batch_size, shard.largest_shard or len(shard.y_train)))
+        self.data = OneClientData(shard, self.device, cfg.seed, batch, augment=cfg.data.augment)
         algo = ALGORITHMS[cfg.algorithm.name](cfg, cfg.data.num_clients, 1)
         hp = optimizer_hparams(cfg, algo.optimizer_overrides())
         self.trainer = SerialTrainer(self.model, self.layout, self.data, cfg.local.optimizer, hp, self.device,
                                      local=local_options(cfg))
-        self.steps = int(client_steps(cfg, algo, np.array([len(shard.y_train)]), cfg.local.batch_size)[0])
+        self.steps = int(client_steps(cfg, algo, np.array([len(shard.y_train)]), batch)[0])
         self.schedule = optim.schedule(cfg.local.schedule, cfg.local.lr, decay=cfg.local.lr_decay,
                                        total_rounds=cfg.rounds)
 
@@ -125,10 +137,12 @@ class LocalClient:
 
     def save_state(self) -> bytes:
         buf = io.BytesIO()
-        torch.save(self.trainer.state_dict(), buf)
+        torch.save(plain(self.trainer.state_dict()), buf)
         return buf.getvalue()
 
     def load_state(self, blob: bytes) -> None:
+        """The node's optimizer state from save_state's bytes, read with weights_only (tensors and
+        plain values): bytes carrying anything else are refused, never unpickled into objects."""
         if blob:
-            self.trainer.load_state_dict(torch.load(io.BytesIO(blob), map_location=self.device,
-                                                    weights_only=False))
+            self.trainer.load_state_dict(safe_load(io.BytesIO(blob), "node state", what="optimizer state",
+                                                   map_location=self.device))

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..config import Config
+from ..errors import DflError
 from ..metrics import consensus_distance, evaluate
 from ..results import RunDir, prepare
 from ..simulation import Simulation
@@ -65,7 +66,11 @@ class Recorder:
 def open_run(cfg: Config, raw: dict[str, Any]) -> FlowerRunDir:
     """Prepare the run directory named by the run config's "out" (and "overwrite")."""
     out = Path(str(raw.get("out", "") or "runs/flower")).expanduser()
-    path = prepare(out, overwrite=bool(raw.get("overwrite", False)))
+    overwrite = bool(raw.get("overwrite", False))
+    if not overwrite and out.is_dir() and any(out.iterdir()):
+        raise DflError(f"run config out: {out.resolve()} exists and is not empty; pass --run-config "
+                       "'overwrite=true' to replace it, or another out=\"...\"")
+    path = prepare(out, overwrite=overwrite)
     return FlowerRunDir(path, cfg, label=f"{cfg.label()} (Flower)" if not cfg.name else "")
 
 

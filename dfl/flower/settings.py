@@ -12,7 +12,9 @@ The Flower run config (``[tool.flwr.app.config]`` in pyproject.toml, overridden 
                dfl.flower.tolerant)
 
 Both the ServerApp and the ClientApp build the same Config from these keys with
-dfl.config.load_config (via dfl.sweep.load, to reject list-valued sweep configs clearly).
+dfl.config.load_config (via dfl.sweep.load, to reject list-valued sweep configs clearly); the
+ClientApp also applies the client count the ServerApp settled on (dfl.flower.federation: a
+simulation federation's size, when the run config leaves data.num_clients open).
 A relative config path is looked up in the working directory, then in the app's directory.
 """
 from __future__ import annotations
@@ -54,13 +56,43 @@ def _load(path: str, overrides: str) -> Config:
     return check_supported(variants[0].config)
 
 
-def run_config(raw: Mapping[str, Any]) -> Config:
-    """The dfl Config of a Flower run from its run config (keys: config, set)."""
+def run_config(raw: Mapping[str, Any], num_clients: int | None = None) -> Config:
+    """The dfl Config of a Flower run from its run config (keys: config, set).
+
+    Args:
+        raw: the run config.
+        num_clients: data.num_clients decided by the ServerApp (dfl.flower.federation: the size
+            of a simulation federation, when the run config leaves it open); None: the config's.
+    """
     path = str(raw.get("config", "") or "")
     if not path:
         raise ConfigError('run config: key "config" (path of a dfl TOML config) is empty; '
                           "pass --run-config 'config=\"experiments/flower_quickstart.toml\"'")
-    return _load(path, str(raw.get("set", "") or ""))
+    overrides = str(raw.get("set", "") or "")
+    if num_clients is not None and num_clients != _load(path, overrides).data.num_clients:
+        overrides = f"{overrides} data.num_clients={int(num_clients)}"
+    return _load(path, overrides)
+
+
+@lru_cache(maxsize=1)
+def default_run_config() -> dict[str, Any]:
+    """[tool.flwr.app.config] of the app's pyproject.toml (empty if it cannot be read)."""
+    import tomllib
+
+    try:
+        raw = tomllib.loads((APP_ROOT / "pyproject.toml").read_text())
+    except (OSError, tomllib.TOMLDecodeError):
+        return {}
+    return dict(raw.get("tool", {}).get("flwr", {}).get("app", {}).get("config", {}))
+
+
+def leaves_num_clients_open(raw: Mapping[str, Any]) -> bool:
+    """True when the user chose no client count: the run config names the app's default dfl
+    config and its `set` does not override data.num_clients."""
+    default = default_run_config().get("config")
+    items = shlex.split(str(raw.get("set", "") or ""))
+    return bool(default) and str(raw.get("config", "")) == default and \
+        not any(item.split("=", 1)[0].strip() == "data.num_clients" for item in items)
 
 
 def check_supported(cfg: Config) -> Config:
@@ -76,6 +108,9 @@ def check_supported(cfg: Config) -> Config:
     if faults.dropout or faults.link_failure or faults.straggler:
         raise ConfigError("faults: simulated faults are a `dfl run` feature; on Flower, real nodes fail "
                           "for real (set faults.dropout, link_failure and straggler to 0)")
+    if cfg.algorithm.compression != "none":  # the relay would send dense models while comm_mb counted less
+        raise ConfigError(f"algorithm.compression: compressed gossip is a `dfl run` feature for now; Flower's "
+                          f"relay sends full models (set compression = 'none'), got {cfg.algorithm.compression!r}")
     return cfg
 
 

@@ -18,6 +18,7 @@ import torch
 from ..config import Config, load_config, parse_overrides
 from ..data import load_federated
 from ..errors import USER_ERRORS
+from ..results import plain
 from .local import shard_of
 
 
@@ -29,8 +30,9 @@ def export(cfg: Config, out: Path) -> list[Path]:
     for i in range(fed.num_clients):
         shard = shard_of(fed, i)
         path = out / f"client-{i}.pt"
-        torch.save({**{k: getattr(shard, k) for k in shard.__dataclass_fields__}, "seed": cfg.seed,
-                    "dataset": cfg.data.name, "num_clients": fed.num_clients}, path)
+        # tensors and plain values only: devices read it with torch.load(weights_only=True)
+        torch.save(plain({**{k: getattr(shard, k) for k in shard.__dataclass_fields__}, "seed": cfg.seed,
+                          "dataset": cfg.data.name, "num_clients": fed.num_clients}), path)
         paths.append(path)
     return paths
 

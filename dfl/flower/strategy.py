@@ -20,6 +20,11 @@ missing or an error is left out of the average (FedAvg over the replies that cam
 sampled again; before sampling, the strategy's minimum node counts are lowered to the nodes still
 there (Flower's sampler would otherwise wait for the lost ones forever). Each row records
 `active_clients` (train replies aggregated) and `lost_nodes` (cumulative).
+
+Rejoining nodes: before each round's sampling the TolerantGrid admits nodes that connected
+since (a restarted SuperNode takes its lost client's place); what such a node missed is the
+global model, which every train message carries, so it simply is sampled again (with fresh
+optimizer state). Rows record `rejoined_nodes` (cumulative).
 """
 from __future__ import annotations
 
@@ -36,7 +41,8 @@ from ..metrics import consensus_distance
 from ..simulation import Simulation
 from . import records as R
 from .output import Recorder
-from .tolerant import TolerantGrid, wait_for_nodes
+from .federation import wait_for_nodes
+from .tolerant import TolerantGrid
 
 
 class AlgorithmHooks:
@@ -68,6 +74,7 @@ class AlgorithmHooks:
                         grid: Grid) -> Iterable[Message]:
         if isinstance(grid, TolerantGrid):
             grid.round = server_round
+            grid.admit(self.timeout, {"num-clients": self.n_nodes})  # type: ignore[attr-defined]
         self._fit_to(grid)
         messages = list(super().configure_train(server_round, arrays, config, grid))  # type: ignore[misc]
         row = R.from_record(self.sim.layout, arrays).to(self.sim.device)
@@ -122,7 +129,8 @@ def _evaluate_metrics(rec: Recorder, contents: list[RecordDict]) -> MetricRecord
 def run_centralized(grid: TolerantGrid, sim: Simulation, rec: Recorder, timeout: float) -> None:
     """Run cfg.rounds rounds of the strategy; the evaluate_fn writes every evaluated round."""
     strategy = make_strategy(sim, rec)
-    wait_for_nodes(grid, sim.cfg.data.num_clients, timeout, grid.min_nodes)
+    strategy.timeout = timeout
+    grid.start(wait_for_nodes(grid, sim.cfg.data.num_clients, timeout, grid.min_nodes))
 
     def evaluate_fn(server_round: int, arrays: ArrayRecord) -> Optional[MetricRecord]:
         if server_round == 0:
@@ -137,9 +145,10 @@ def run_centralized(grid: TolerantGrid, sim: Simulation, rec: Recorder, timeout:
             return None
         row = R.from_record(sim.layout, arrays)
         extra = {"spectral_gap": 1.0, "effective_gap": 1.0, "comm_mb": sim.comm_mb, "lr": ctx.lr,
-                 "lost_nodes": len(grid.lost)}
+                 "lost_nodes": len(grid.losses), "rejoined_nodes": len(grid.rejoins)}
         out = rec.write(server_round, row.expand(sim.cfg.data.num_clients, -1), extra)
         return MetricRecord({k: float(v) for k, v in out.items() if isinstance(v, (int, float))})
 
-    strategy.start(grid, R.to_record(sim.layout, sim.bank[0]), num_rounds=sim.cfg.rounds,
-                   timeout=timeout, train_config=ConfigRecord({}), evaluate_fn=evaluate_fn)
+    n = ConfigRecord({"num-clients": sim.cfg.data.num_clients})  # every node builds its Config with it
+    strategy.start(grid, R.to_record(sim.layout, sim.bank[0]), num_rounds=sim.cfg.rounds, timeout=timeout,
+                   train_config=n, evaluate_config=ConfigRecord(dict(n)), evaluate_fn=evaluate_fn)

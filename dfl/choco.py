@@ -1,0 +1,114 @@
+"""Compressed gossip: Choco-Gossip with public copies x_hat, and the naive compressed average.
+
+Choco-Gossip (Koloskova, Stich, Jaggi, "Decentralized Stochastic Optimization and Gossip
+Algorithms with Compressed Communication", ICML 2019, arXiv 1902.00340, Algorithm 1). Every
+client i keeps a public copy x_hat_i of its model that all its neighbours hold too (they apply
+the same updates), and one gossip step is
+
+    q_i     = C(x_i - x_hat_i)                          the message i sends
+    x_hat_i <- x_hat_i + q_i                            at i and at every neighbour of i
+    x_i     <- x_i + gamma sum_j W_ij (x_hat_j - x_hat_i)
+
+i.e. X_hat <- X_hat + C(X - X_hat); X <- X + gamma (W X_hat - X_hat). The mean of X is kept
+exactly (W doubly stochastic) and the error X - X_hat is fed back into the next message, so the
+clients reach consensus for any contractive C (topk, randomk, scaled qsgd, sign) when gamma is
+small enough. With C = identity and gamma = 1 one step is X <- W X. After local training this
+is Choco-SGD (same paper, Algorithm 2), local steps in place of one gradient step.
+
+The naive baseline ("Q1-gossip", Eq. (4) of the paper) mixes compressed models without memory,
+    X <- X + gamma (W C(X) - C(X)),
+which keeps the mean but stalls: whatever C drops is never averaged.
+
+x_hat starts at the common initial model (every client knows it: same seed; the paper's 0 would
+make the first messages compress whole models) and is independent of the graph, so a
+time-varying W_t needs nothing more. The simulation stores x_hat once per client (n, d): all
+neighbours of i hold the same copy.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from .compression import Compressor, Key
+from .config import Config
+from .errors import ConfigError
+from .gossip import Operator, mix
+
+MODES = ("choco", "naive")
+
+
+def choco_step(X: torch.Tensor, X_hat: torch.Tensor, W: Operator, gamma: float,
+               compress: Compressor, key: Key) -> tuple[torch.Tensor, torch.Tensor]:
+    """One Choco-Gossip step on (n, d) rows; returns (X, X_hat)."""
+    X_hat = X_hat + compress(X - X_hat, key)
+    return mix(X_hat, W).sub_(X_hat).mul_(gamma).add_(X), X_hat   # X + gamma (W X_hat - X_hat)
+
+
+def naive_step(X: torch.Tensor, W: Operator, gamma: float, compress: Compressor, key: Key) -> torch.Tensor:
+    """One step of the plain compressed average X <- X + gamma (W C(X) - C(X)) (no memory)."""
+    Q = compress(X, key)
+    return mix(Q, W).sub_(Q).mul_(gamma).add_(X)
+
+
+class CompressedGossip:
+    """Q compressed gossip steps per round over the whole bank, and their exact bytes.
+
+    Args:
+        compress: the message format.
+        gamma: consensus step size (algorithm.consensus_step).
+        mode: "choco" (with the public copies x_hat) or "naive".
+        seed: the run's seed (random streams of randomk / qsgd).
+    """
+
+    def __init__(self, compress: Compressor, gamma: float, mode: str = "choco", seed: int = 0):
+        self.compress, self.gamma, self.mode, self.seed = compress, gamma, mode, seed
+        self.x_hat: Optional[torch.Tensor] = None
+
+    def init(self, bank: torch.Tensor) -> None:
+        """x_hat <- the initial bank (every client's start, public)."""
+        if self.mode == "choco":
+            self.x_hat = bank.detach().clone()
+
+    def __call__(self, X: torch.Tensor, W: Operator, steps: int, round_: int) -> torch.Tensor:
+        """X after `steps` compressed gossip steps with W (the round's mixing matrix)."""
+        clients = np.arange(X.shape[0])
+        if self.mode == "choco" and self.x_hat is None:
+            self.x_hat = torch.zeros_like(X)
+        for q in range(steps):
+            key = Key(self.seed, round_, q, clients)
+            if self.mode == "choco":
+                X, self.x_hat = choco_step(X, self.x_hat, W, self.gamma, self.compress, key)
+            else:
+                X = naive_step(X, W, self.gamma, self.compress, key)
+        return X
+
+    def row_bytes(self, d: int) -> int:
+        """Bytes of one client's message of one gossip step."""
+        return self.compress.row_bytes(d)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"x_hat": self.x_hat.cpu() if self.x_hat is not None else None}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        x_hat = state.get("x_hat")
+        if x_hat is not None:
+            device = self.x_hat.device if self.x_hat is not None else x_hat.device
+            self.x_hat = x_hat.to(device)
+
+
+def from_config(cfg: Config) -> Optional[CompressedGossip]:
+    """The run's compressed gossip, or None for algorithm.compression = "none" (plain W^Q X).
+
+    Compressed gossip runs on the bank in the process (vectorized and serial engines); the Ray
+    engine's bank lives on actors that mix it linearly, so it is refused there."""
+    a = cfg.algorithm
+    if a.compression == "none":
+        return None
+    if cfg.engine.backend == "ray":
+        raise ConfigError(f"engine.backend: compressed gossip (algorithm.compression = {a.compression!r}) runs on "
+                          "the vectorized and serial engines; the Ray engine mixes actor-held rows linearly and "
+                          "cannot compress them (use engine.backend = 'vectorized')")
+    return CompressedGossip(Compressor(a.compression, a.compression_ratio, a.levels), a.consensus_step,
+                            a.compressed_gossip, cfg.seed)
