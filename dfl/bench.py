@@ -96,11 +96,16 @@ def pooled_time(cfg: Config, repeat: int) -> float:
 
 
 def papers_loop_time(cfg: Config, repeat: int, fed: Any = None) -> float:
-    """Median seconds of one round written as the papers' reference code does it (DFedSAM and the
-    FedSAM / DisPFL code it builds on): for every client, one after another, deepcopy the model, load
-    the client's state_dict, build a torch.optim optimizer and iterate a shuffled DataLoader over its
-    shard for K steps (each batch moved to the run's device), keep a deepcopy of the state_dict; then
-    every client averages its neighbours' state_dicts with W's weights, key by key. ``fed``: the
+    """Median seconds of one round of :func:`papers_loop`."""
+    return _timeit(papers_loop(cfg, fed), repeat)
+
+
+def papers_loop(cfg: Config, fed: Any = None) -> Callable[[], None]:
+    """One round written as the papers' reference code does it (DFedSAM and the FedSAM / DisPFL
+    code it builds on): for every client, one after another, deepcopy the model, load the client's
+    state_dict, build a torch.optim optimizer and iterate a shuffled DataLoader over its shard for
+    K steps (each batch moved to the run's device), keep a deepcopy of the state_dict; then every
+    client averages its neighbours' state_dicts with W's weights, key by key. ``fed``: the
     federation to use instead of loading cfg.data (dfl bench --paper's synthetic CIFAR)."""
     from torch.utils.data import DataLoader, TensorDataset
 
@@ -136,7 +141,7 @@ def papers_loop_time(cfg: Config, repeat: int, fed: Any = None) -> float:
             trained.append(copy.deepcopy(local.state_dict()))
         for i in range(n):
             states[i] = {key: sum(float(W[i, j]) * trained[j][key] for j in neighbours[i]) for key in trained[i]}
-    return _timeit(one_round, repeat)
+    return one_round
 
 
 def row_ab(sizes: Sizes, models_: tuple[str, ...] = ("mlp", "cnn"), opts: tuple[str, ...] = ("sgd", "sam")) -> list[dict]:

@@ -385,6 +385,50 @@ WANDB_MODES = ("", "offline", "online")
 
 
 @dataclass(frozen=True)
+class SystemConfig:
+    """Simulated wall-clock time of a round from device speeds and link bandwidths (dfl/system.py;
+    off by default). Every client and link draws its figures once from the counter stream
+    rng.SYSTEM keyed by (seed, client) or (seed, edge): value = median * exp(spread * z), z ~ N(0, 1).
+
+    Defaults resemble phones on Wi-Fi (docs/system.md): the compute figures are FedScale's
+    lognormal device model (SymbioticLab/FedScale, ClientMetadata.get_completion_time_lognormal:
+    0.005 s per sample x LogNormal(1, 0.6), median 13.6 ms = 74 samples/s, after PAPAYA, Huba et
+    al. MLSys 2022); the link figures are round numbers for a home Wi-Fi uplink (20 Mbit/s, 30 ms),
+    not a measurement of this project."""
+
+    enabled: bool = False
+    """Record sim_time_s (cumulative), sim_compute_s and sim_comm_s in every metrics row."""
+    samples_per_s: float = 74.0
+    """Median device's training throughput (forward + backward samples per second) for the run's
+    model; set it for your model (FedScale's figure is for its image models)."""
+    speed_spread: float = 0.6
+    """Lognormal sigma of the clients' speeds (FedScale's tail_skew 0.6); 0 = identical devices."""
+    bandwidth_mbps: float = 20.0
+    """Median link bandwidth in Mbit/s (each link is dedicated: exchanges do not share it)."""
+    bandwidth_spread: float = 0.5
+    """Lognormal sigma of the links' bandwidths; 0 = identical links."""
+    latency_ms: float = 30.0
+    """Median one-way latency of a link in ms (each message pays it once)."""
+    latency_spread: float = 0.3
+    """Lognormal sigma of the links' latencies; 0 = identical links."""
+    server_bandwidth_mbps: float = 0.0
+    """Centralized baselines: bandwidth of the server's own link, shared by the clients in each
+    direction (0 = unlimited: each client's own link, drawn as above, is the bottleneck)."""
+    links_path: str = ""
+    """Edge-list file "u v mbps ms" per line (# comments): these links take the given figures,
+    the others are drawn."""
+    trace_path: str = ""
+    """File of per-client speeds (samples/s), one per line (# comments): client i takes line
+    i mod (number of lines), as FedScale maps its device traces; replaces the drawn speeds."""
+
+    def __post_init__(self) -> None:
+        for key in ("samples_per_s", "bandwidth_mbps"):
+            _check(f"system.{key}", getattr(self, key) > 0, "> 0", getattr(self, key))
+        for key in ("speed_spread", "bandwidth_spread", "latency_spread", "latency_ms", "server_bandwidth_mbps"):
+            _check(f"system.{key}", getattr(self, key) >= 0, ">= 0", getattr(self, key))
+
+
+@dataclass(frozen=True)
 class Config:
     """A whole experiment."""
 
@@ -402,6 +446,7 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     faults: FaultsConfig = field(default_factory=FaultsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    system: SystemConfig = field(default_factory=SystemConfig)
 
     def __post_init__(self) -> None:
         _check("seed", self.seed >= 0, ">= 0", self.seed)

@@ -7,6 +7,8 @@ a group with several seeds is drawn as its mean with a shaded min-max band.
                 gossip alone would give, (1 - gap)^(2Q) per round, as a dashed grey slope
     accuracy    test accuracy of the averaged model | mean local test accuracy, vs round
     comm        test accuracy vs cumulative MB sent (log x when it spans a decade)
+    time        test accuracy | consensus distance vs simulated time sim_time_s ([system];
+                only when recorded)
     gap         final accuracy | final consensus vs effective spectral gap 1 - (1 - gap)^Q
                 (only when the runs have at least two different gaps)
     flatness    hessian_max_eig / hessian_trace / sharpness vs round (only when recorded)
@@ -74,6 +76,7 @@ METRIC_LABELS = {
     "hessian_trace": "Hessian trace",
     "sharpness": "sharpness",
     "wall_s": "wall time (s)",
+    "sim_time_s": "simulated time (s)",
 }
 
 
@@ -489,6 +492,30 @@ def plot_accuracy_vs_comm(runs: Iterable[Run] | Sequence[Group], style: str | St
     return _finish(fig, st, *look.legend(groups, st.lw), look.shared if title else None)
 
 
+def plot_time(runs: Iterable[Run] | Sequence[Group], style: str | Style = "screen",
+              title: bool = True) -> "Figure":
+    """Test accuracy of the averaged model (left) and consensus distance (right, log y) vs the
+    simulated time sim_time_s of the system model ([system], dfl.system). Groups without it
+    are left out; a DflError when no run recorded it. Zero consensus (server averaging) is not
+    drawn on the log axis."""
+    st, groups = _style(style), _groups(runs)
+    groups = [g for g in groups if all(r.has("sim_time_s") for r in g.runs)]
+    if not groups:
+        raise DflError("no run recorded sim_time_s; set system.enabled = true in the config")
+    require(_runs(groups), ("test_acc", "consensus"))
+    look = Look(groups)
+    fig, axes = _figure(st, 2)
+    for ax, key in zip(axes.flat, ("test_acc", "consensus")):
+        log = key == "consensus"
+        if log:
+            ax.set_yscale("log")
+        for g in groups:
+            if not log or (g.series(key, "sim_time_s")[2] > 0).any():
+                _curve(ax, g, key, look, st, x="sim_time_s", positive=log)
+        _label(ax, st, "sim_time_s", key)
+    return _finish(fig, st, *look.legend(groups, st.lw), look.shared if title else None)
+
+
 def gap_of(g: Group, gap: str = "effective_gap") -> np.ndarray:
     """The final `gap` of each seed; for a time-varying graph the effective gap is its period's
     per round, 1 - (1 - period_gap)^(1/P) (a single round, one matching, has gap 0)."""
@@ -577,6 +604,7 @@ FIGURES: dict[str, Callable[..., "Figure"]] = {
     "consensus": plot_consensus,
     "accuracy": plot_accuracy,
     "comm": plot_accuracy_vs_comm,
+    "time": plot_time,
     "gap": plot_gap,
     "flatness": plot_flatness,
 }
@@ -584,12 +612,13 @@ FIGURES: dict[str, Callable[..., "Figure"]] = {
 
 
 def default_figures(runs: Iterable[Run] | Sequence[Group]) -> list[str]:
-    """The figures worth drawing: all but flatness (only when recorded) and gap (only when the
-    runs have two different gaps)."""
+    """The figures worth drawing: all but flatness and time (only when recorded) and gap (only
+    when the runs have two different gaps)."""
     groups = _groups(runs)
     return [n for n in FIGURES
             if (n != "flatness" or any(r.has(k) for r in _runs(groups) for k in FLATNESS_KEYS))
-            and (n != "gap" or gap_varies(groups))]
+            and (n != "gap" or gap_varies(groups))
+            and (n != "time" or any(r.has("sim_time_s") for r in _runs(groups)))]
 
 
 def make_figures(runs: Iterable[Run] | Sequence[Group], names: Sequence[str] | None = None,

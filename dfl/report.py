@@ -13,8 +13,9 @@ the seed): n, final and best test accuracy of the averaged model (mean +- sample
 seeds; n = 1 shows no std), the difference of the mean final accuracy to a baseline variant
 (default: the first DFedAvg, else FedAvg, else the first variant; +- the standard error of the
 difference when both have n > 1), final mean local accuracy, rounds and cumulative MB to first
-reach the target accuracy (default: 90% of the best final accuracy of any run), final consensus
-distance, spectral gap, wall time. The same table as Markdown: `build_markdown`.
+reach the target accuracy (default: 90% of the best final accuracy of any run), simulated
+seconds to reach it (only when runs recorded sim_time_s, [system]), final consensus distance,
+spectral gap, wall time. The same table as Markdown: `build_markdown`.
 """
 from __future__ import annotations
 
@@ -75,6 +76,17 @@ def time_to_target(run: Run, target: float) -> Optional[tuple[float, float]]:
     return float(run.metrics["round"][i]), float(mb[i]) if mb is not None else math.nan
 
 
+def sim_time_to_target(run: Run, target: float) -> Optional[float]:
+    """Simulated seconds (sim_time_s, [system]) at the first evaluation with test_acc >= target;
+    None when not reached or not recorded there."""
+    hit = time_to_target(run, target)
+    if hit is None or not run.has("sim_time_s"):
+        return None
+    i = int(np.flatnonzero(run.metrics["round"] == hit[0])[0])
+    value = float(run.metrics["sim_time_s"][i])
+    return value if math.isfinite(value) else None
+
+
 def _stats(values: Sequence[float]) -> tuple[float, float, int]:
     """Mean, sample std (ddof=1; NaN for one value) and count of the finite values."""
     v = np.array([x for x in values if math.isfinite(x)])
@@ -129,6 +141,7 @@ def summarize(groups: Sequence[Group], target: float, baseline: Optional[Group] 
     accuracy - the baseline's, its standard error) and "baseline" marks the baseline's row.
     """
     baseline = baseline or pick_baseline(groups)
+    timed = any(r.has("sim_time_s") for g in groups for r in g.runs)
     rows = []
     for g in groups:
         hits = [time_to_target(r, target) for r in g.runs]
@@ -143,6 +156,10 @@ def summarize(groups: Sequence[Group], target: float, baseline: Optional[Group] 
             "final_consensus": _stats(g.finals("consensus")), "spectral_gap": _stats(_gap(g)),
             "wall_s": _stats(g.finals("wall_s")), "baseline": g is baseline,
         })
+        if timed:  # simulated seconds to the target: a column only when some run has [system]
+            secs = [s for s in (sim_time_to_target(r, target) for r in g.runs) if s is not None]
+            rows[-1]["s_to_target"] = _stats(secs)
+            rows[-1]["s_reached"] = len(secs) if all(r.has("sim_time_s") for r in g.runs) else -1
         rows[-1]["delta_acc"] = _delta(rows[-1]["final_acc"], _stats(baseline.finals("test_acc")))
     return rows
 
@@ -169,10 +186,28 @@ def _fmt(stat: tuple[float, float, int], kind: str) -> str:
     return f(mean) + (f" \u00b1 {spread}" if n > 1 else "")
 
 
-def _header(target: float) -> list[str]:
+def _header(target: float, timed: bool = False) -> list[str]:
     return ["variant", "n", "rounds", "final acc. %", "\u0394 final acc. vs baseline (pp)", "best acc. %",
             "final local acc. %", f"rounds to {100 * target:.1f}%", f"MB to {100 * target:.1f}%",
+            *([f"sim. s to {100 * target:.1f}%"] if timed else []),
             "final consensus", "spectral gap", "wall s"]
+
+
+def _timed(rows: list[dict[str, Any]]) -> bool:
+    return any("s_to_target" in r for r in rows)
+
+
+def _sim_cell(r: dict[str, Any]) -> list[str]:
+    """The simulated-seconds-to-target cell: none when no run has [system], a dash for a variant
+    without it."""
+    if "s_to_target" not in r:
+        return []
+    if r["s_reached"] < 0:
+        return ["\u2014"]
+    if not r["s_reached"]:
+        return ["not reached"]
+    partial = "" if r["s_reached"] == r["seeds"] else f" ({r['s_reached']}/{r['seeds']} seeds)"
+    return [_fmt(r["s_to_target"], "num") + partial]
 
 
 def _cells(r: dict[str, Any]) -> list[str]:
@@ -189,7 +224,7 @@ def _cells(r: dict[str, Any]) -> list[str]:
         delta = f"{100 * d:+.2f}" + (f" \u00b1 {100 * se:.2f}" if math.isfinite(se) else "")
     rounds = f"{r['rounds']:.0f}" if math.isfinite(r["rounds"]) else "\u2014"
     return [r["label"], str(r["seeds"]), rounds, _fmt(r["final_acc"], "pct"), delta, _fmt(r["best_acc"], "pct"),
-            _fmt(r["final_local_acc"], "pct"), to_r, to_mb, _fmt(r["final_consensus"], "num"),
+            _fmt(r["final_local_acc"], "pct"), to_r, to_mb, *_sim_cell(r), _fmt(r["final_consensus"], "num"),
             _fmt(r["spectral_gap"], "num"), _fmt(r["wall_s"], "num")]
 
 
@@ -206,7 +241,7 @@ def table_note(baseline: str, target: float, target_how: str) -> str:
 def _table(rows: list[dict[str, Any]], target: float, colors: Optional[dict[str, str]] = None) -> str:
     """The summary table as HTML; `colors` (label -> colour) puts each variant's figure colour beside it."""
     out = ["<div class='scroll'><table id='summary'><thead><tr>"
-           + "".join(f"<th>{_esc(h)}</th>" for h in _header(target)) + "</tr></thead><tbody>"]
+           + "".join(f"<th>{_esc(h)}</th>" for h in _header(target, _timed(rows))) + "</tr></thead><tbody>"]
     for r in rows:
         attr = " class='baseline'" if r["baseline"] else ""
         cells = [_esc(c) for c in _cells(r)]
@@ -221,7 +256,7 @@ def markdown_table(rows: list[dict[str, Any]], target: float) -> str:
     def line(cells: list[str]) -> str:
         return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
-    head = _header(target)
+    head = _header(target, _timed(rows))
     out = [line(head), "| " + " | ".join(["---"] + ["---:"] * (len(head) - 1)) + " |"]
     return "\n".join(out + [line(_cells(r)) for r in rows])
 
@@ -289,6 +324,10 @@ FIGURE_CAPTIONS = {
            "the trend gains or loses more than mixing explains.",
     "flatness": "Flatness of the averaged model per round (largest Hessian eigenvalue, Hessian trace, "
                 "sharpness). Lower is flatter: SAM-family local optimizers should sit below SGD.",
+    "time": "Test accuracy of the averaged model (left) and consensus distance (right, log scale) vs simulated "
+            "wall-clock time of the system model ([system]: device speeds, link bandwidths and latencies; each "
+            "round waits for its slowest client and its slowest exchange). Look to the left: the variant that "
+            "reaches an accuracy first wins in time, which need not be the one that wins in rounds.",
 }
 """What each figure shows and what to look for (the report's captions)."""
 

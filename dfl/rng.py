@@ -14,6 +14,8 @@ _M2 = np.uint64(0x94D049BB133111EB)
 
 #: Named streams, so that different uses of randomness never share draws.
 BATCHES, PARTICIPATION, FAULTS, EVAL, AUGMENT, COMPRESS = 1, 2, 3, 4, 5, 6
+#: Device speeds and link figures of the system model (dfl.system), drawn once per client / link.
+SYSTEM = 7
 
 
 def _mix(z: np.ndarray) -> np.ndarray:

@@ -17,6 +17,7 @@ import topologies
 from . import data as data_mod
 from . import faults as faults_mod
 from . import models, optim, rng
+from . import system as system_mod
 from .algorithms import ALGORITHMS, RoundContext
 from .bank import Layout
 from .config import Config
@@ -165,6 +166,7 @@ class Simulation:
         self.comm_mb = 0.0
         self.elapsed = 0.0
         self.history: list[dict[str, Any]] = []
+        self.system = system_mod.from_simulation(cfg, self)  # None unless [system] enabled
         self._eval_sets()
         if self.trainer.owns_bank:  # the engine holds the clients' rows (Ray actors)
             self.bank = self.trainer.adopt(self.bank, self)
@@ -255,6 +257,7 @@ class Simulation:
         t0 = time.perf_counter()
         self.bank, losses = self.trainer.train(self.bank, active, steps, lr, t, self.algo.correction(ctx))
         t1 = time.perf_counter()
+        sim_row = self.system.round(active, steps, self.round_graph) if self.system else {}
         bad = faults_mod.diverged(self.bank, losses, active)
         if bad.any():  # faults.on_nan: stop (DivergedError) or restart the client from its neighbours
             active, before = faults_mod.handle_divergence(self, bad, losses, before, active)
@@ -271,7 +274,7 @@ class Simulation:
                 "active_clients": int(active.sum()), "lr": lr, **extra,
                 **({"period_gap": self.period_gap} if self.period_gap is not None else {}),
                 **faults_mod.round_metrics(self, active, steps, bad),
-                "train_s": t1 - t0, "exchange_s": t2 - t1, **self.trainer.metrics()}
+                "train_s": t1 - t0, "exchange_s": t2 - t1, **sim_row, **self.trainer.metrics()}
 
     def run(self, on_round: Optional[OnRound] = None,
             after_round: Optional[Callable[["Simulation"], None]] = None) -> list[dict[str, Any]]:
@@ -298,7 +301,8 @@ class Simulation:
     def state_dict(self) -> dict[str, Any]:
         return {"round": self.round, "bank": self.bank.cpu(), "trainer": self.trainer.state_dict(),
                 "algorithm": self.algo.state_dict(), "comm_mb": self.comm_mb, "elapsed": self.elapsed,
-                "history": list(self.history)}
+                "history": list(self.history),
+                **({"system": self.system.state_dict()} if self.system else {})}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.round = int(state["round"])
@@ -308,6 +312,8 @@ class Simulation:
         self.comm_mb = float(state["comm_mb"])
         self.elapsed = float(state["elapsed"])
         self.history = list(state["history"])
+        if self.system:
+            self.system.load_state_dict(state.get("system"))
         if self.trainer.owns_bank:
             self.bank = self.trainer.adopt(self.bank, self)
 

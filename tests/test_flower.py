@@ -8,15 +8,13 @@ from __future__ import annotations
 import json
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from dfl.config import load_config, parse_overrides, to_dict
+from dfl.config import load_config, to_dict
 from dfl.errors import ConfigError, DataError, DflError
-from dfl.simulation import Simulation
 
 flwr = pytest.importorskip("flwr")
 from flwr.app import Context, Message, RecordDict  # noqa: E402
@@ -24,80 +22,16 @@ from flwr.app import Context, Message, RecordDict  # noqa: E402
 from dfl.flower import client_app, federation, records as R, server_app, settings  # noqa: E402
 from dfl.flower.local import LocalClient, OneClientData, load_shard, shard_of  # noqa: E402
 from dfl.flower.shards import main as shards_main  # noqa: E402
+from tests.flower_helpers import (CONFIG, ROOT, MemoryGrid, SimulationGrid, assert_rows_match, reference,  # noqa: E402
+                                  run_config, run_in_memory, server_context, task_identity)
 
-ROOT = Path(__file__).resolve().parents[1]
-CONFIG = "experiments/flower_quickstart.toml"
 
 
 @pytest.fixture(autouse=True)
-def task_identity():
+def identity():
     """What Flower's runtime sets in a ServerApp / ClientApp process before messages are built."""
-    from flwr.supercore.task_identity import TaskIdentity
-
-    saved = (TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id)
-    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 1
-    yield
-    TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id = saved
-
-
-def run_config(sets: str, out: Path | None = None) -> dict:
-    rc = {"config": CONFIG, "set": sets}
-    if out is not None:
-        rc["out"] = str(out)
-    return rc
-
-
-class MemoryGrid:
-    """A Grid whose nodes are ClientApp calls in this process (one Context per node)."""
-
-    def __init__(self, rc: dict, n: int, node_config=None):
-        self.ids = [1000 + 7 * i for i in range(n)]
-        self.ctx = {nid: Context(run_id=1, node_id=nid, state=RecordDict(), run_config=rc,
-                                 node_config=(node_config or {}).get(i, {"partition-id": i, "num-partitions": n}))
-                    for i, nid in enumerate(self.ids)}
-        self.sent: list[str] = []
-
-    def get_node_ids(self):
-        return list(self.ids)
-
-    def send_and_receive(self, messages, *, timeout=None):
-        replies = []
-        for m in messages:
-            self.sent.append(m.metadata.message_type)
-            reply = client_app.app(m, self.ctx[m.metadata.dst_node_id])
-            replies.append(reply)
-        return replies
-
-
-class SimulationGrid(MemoryGrid):
-    """A MemoryGrid that says it is the Simulation Runtime's (dfl.flower.federation.in_simulation)."""
-
-    simulation = True
-
-
-def server_context(rc: dict) -> Context:
-    return Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=rc)
-
-
-def run_in_memory(tmp_path: Path, sets: str, n: int) -> list[dict]:
-    rc = run_config(sets, tmp_path / "run")
-    grid = MemoryGrid(rc, n)
-    server_app.main(grid, Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=rc))
-    return [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-
-
-def reference(sets: str) -> list[dict]:
-    cfg = load_config(ROOT / CONFIG, parse_overrides(sets.split()))
-    return Simulation(cfg.replace(**{"engine.backend": "serial"})).run()
-
-
-def assert_rows_match(rows: list[dict], ref: list[dict]) -> None:
-    assert len(rows) == len(ref)
-    for got, want in zip(rows, ref):
-        for key in ("round", "test_acc", "test_loss", "local_test_acc", "train_loss", "comm_mb", "spectral_gap",
-                    "active_clients", "lr"):
-            assert got[key] == pytest.approx(want[key], rel=1e-4, abs=1e-6), key
-        assert got["consensus"] == pytest.approx(want["consensus"], rel=1e-3, abs=1e-9)
+    with task_identity():
+        yield
 
 
 # ------------------------------------------------------------------ the protocol, in memory

@@ -1,11 +1,11 @@
 """Real node failures on Flower (dfl.flower.tolerant): a SuperNode that stops answering is lost,
 the run goes on with the others while at least `min-nodes` remain, and the loss is recorded.
 
-Fast: the in-memory Grid of test_flower.py with a node that falls silent (no reply: the exchange
+Fast: the in-memory Grid of tests/flower_helpers.py with a node that falls silent (no reply: the exchange
 times out) or answers with an error (what the SuperLink sends for a node that missed its
 heartbeats), and nodes that come back (a new SuperNode id, or the old id activated again) and
 rejoin. Slow: a real deployment (flower-superlink + 3 flower-supernode on 127.0.0.1, the helpers
-of test_flower_runtime.py) whose SuperNode 2 is SIGKILLed after round 1 and started again.
+of tests/flower_helpers.py) whose SuperNode 2 is SIGKILLed after round 1 and started again.
 """
 from __future__ import annotations
 
@@ -29,7 +29,14 @@ import topologies  # noqa: E402
 from dfl.errors import ConfigError, DflError  # noqa: E402
 from dfl.flower import records as R, server_app  # noqa: E402
 from dfl.flower.tolerant import TolerantGrid, min_nodes  # noqa: E402
-from tests.test_flower import MemoryGrid, reference, run_config, task_identity  # noqa: E402,F401
+from tests.flower_helpers import MemoryGrid, reference, run_config, task_identity  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def identity():
+    """What Flower's runtime sets in a ServerApp / ClientApp process before messages are built."""
+    with task_identity():
+        yield
 
 
 class FailingGrid(MemoryGrid):
@@ -286,8 +293,8 @@ def test_deployment_supernode_killed_and_restarted_rejoins(tmp_path):
     written and started again at once (a new SuperNode id). Round 2 waits `timeout` for the dead
     node and goes on with nodes 0 and 1; in a later round the restarted node is admitted as
     client 2, gets its neighbours' mean model, trains again, and the run finishes."""
-    from tests.test_flower_runtime import (BIN, Processes, env_for, flwr_run, free_port, start_federation,
-                                           write_flwr_config)
+    from tests.flower_helpers import (BIN, Processes, env_for, flwr_run, free_port, start_federation,
+                                      write_flwr_config)
 
     port = free_port()
     write_flwr_config(tmp_path / "home", port)

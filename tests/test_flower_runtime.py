@@ -12,11 +12,7 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
-import signal
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -24,125 +20,12 @@ import pytest
 
 from dfl.config import load_config, parse_overrides
 from dfl.simulation import Simulation
+from tests.flower_helpers import (BIN, CONFIG, ROOT, Processes, env_for, flwr_run, free_port, start_federation,
+                                  wait_port, write_flwr_config)
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-CONFIG = "experiments/flower_quickstart.toml"
 ACC_TOL = 0.01   # stated tolerance on test accuracy (Flower vs dfl run); observed: identical
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def env_for(home: Path) -> dict[str, str]:
-    env = dict(os.environ, FLWR_HOME=str(home), FLWR_TELEMETRY_ENABLED="0",
-               FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1", PYTHONPATH=str(ROOT),
-               PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", RAY_USAGE_STATS_ENABLED="0")
-    return env
-
-
-def _children() -> dict[int, list[int]]:
-    tree: dict[int, list[int]] = {}
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            tree.setdefault(ppid, []).append(int(d.name))
-    return tree
-
-
-def _descendants(pid: int) -> list[int]:
-    tree, out, todo = _children(), [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo += tree.get(p, [])
-    return out
-
-
-class Processes:
-    """Long-running Flower processes of one test, each in its own session; stop() ends them all."""
-
-    def __init__(self, logs: Path):
-        self.logs, self.procs = logs, []
-
-    def start(self, name: str, args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen:
-        log = open(self.logs / f"{name}.log", "w")
-        proc = subprocess.Popen(args, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-        self.procs.append(proc)
-        return proc
-
-    def stop(self) -> None:
-        pids = [p for proc in self.procs for p in _descendants(proc.pid)]
-        for sig, wait in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 5.0)):
-            for proc in self.procs:  # its session's group: children whose parent already exited
-                try:
-                    os.killpg(proc.pid, sig)
-                except (ProcessLookupError, PermissionError):
-                    pass
-            for p in pids:
-                try:
-                    os.kill(p, sig)
-                except ProcessLookupError:
-                    pass
-            deadline = time.monotonic() + wait
-            for proc in self.procs:
-                try:
-                    proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    pass
-            pids = [p for p in pids if Path(f"/proc/{p}").exists() and not _zombie(p)]
-            if not pids:
-                return
-
-    def tail(self) -> str:
-        return "\n".join(f"--- {f.name}\n" + f.read_text()[-3000:] for f in sorted(self.logs.glob("*.log")))
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        return (Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]) == "Z"
-    except OSError:
-        return True
-
-
-def wait_port(port: int, proc: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "process exited early"
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.3)
-    raise TimeoutError(f"nothing listens on {port}")
-
-
-def write_flwr_config(home: Path, port: int, ca: Path | None = None) -> None:
-    """The Flower configuration (FLWR_HOME/config.toml) with one SuperLink connection 'dfl'."""
-    home.mkdir(parents=True, exist_ok=True)
-    tls = f'root-certificates = "{ca}"' if ca else "insecure = true"
-    (home / "config.toml").write_text(f'[superlink]\ndefault = "dfl"\n\n[superlink.dfl]\n'
-                                      f'address = "127.0.0.1:{port}"\n{tls}\n')
-
-
-def flwr_run(home: Path, sets: str, out: Path, extra: list[str] = (), timeout: float = 420) -> None:
-    """`flwr run . dfl --stream` from the project root; returns once the run directory is complete."""
-    run_config = f'config="{CONFIG}" set="{sets}" out="{out}"'
-    res = subprocess.run([str(BIN / "flwr"), "run", ".", "dfl", "--run-config", run_config, *extra, "--stream"],
-                         cwd=ROOT, env=env_for(home), capture_output=True, text=True, timeout=timeout)
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    deadline = time.monotonic() + 60
-    while not (out / "manifest.json").exists():
-        assert time.monotonic() < deadline, f"run did not finish:\n{res.stdout[-3000:]}"
-        time.sleep(0.5)
 
 
 def dfl_rows(sets: str) -> list[dict]:
@@ -244,27 +127,6 @@ def test_bare_flwr_run_on_flowers_default_federation(tmp_path):
 
 
 # ------------------------------------------------------------------------- deployment runtime
-def start_federation(procs: Processes, tmp: Path, port: int, link_tls: list[str],
-                     node_tls: list[str], keys: list[Path] | None = None) -> None:
-    link = procs.start("superlink", [str(BIN / "flower-superlink"), *link_tls,
-                                     "--disable-runtime-dependency-installation",
-                                     "--host", "127.0.0.1", "--port", str(port)], env_for(tmp / "home"), tmp)
-    wait_port(port, link)
-    if keys:
-        for key in keys:
-            res = subprocess.run([str(BIN / "flwr"), "supernode", "register", f"{key}.pub", "dfl"], cwd=tmp,
-                                 env=env_for(tmp / "home"), capture_output=True, text=True, timeout=60)
-            assert res.returncode == 0, res.stdout + res.stderr
-    for i in range(3):
-        node_home = tmp / f"node{i}"
-        node_home.mkdir()
-        auth = ["--auth-supernode-private-key", str(keys[i])] if keys else []
-        procs.start(f"supernode{i}", [str(BIN / "flower-supernode"), *node_tls, *auth,
-                                      "--superlink", f"127.0.0.1:{port}", "--port", str(free_port()),
-                                      "--node-config", f"partition-id={i} num-partitions=3"],
-                    env_for(node_home), node_home)
-
-
 def test_deployment_insecure_dfedsam(tmp_path):
     port = free_port()
     write_flwr_config(tmp_path / "home", port)

@@ -163,13 +163,10 @@ def test_the_example_reproduces_dfl_reports_markdown_table(sweep):
 
 def test_flower_runs_are_rows_like_any_other(sweep, tmp_path):
     pytest.importorskip("flwr")
-    import tests.test_flower as flower_tests
+    from tests.flower_helpers import run_in_memory, task_identity
 
-    saved = _task_identity()
-    try:
-        flower_tests.run_in_memory(tmp_path, "rounds=2 data.num_clients=3", 3)
-    finally:
-        _task_identity(saved)
+    with task_identity():
+        run_in_memory(tmp_path, "rounds=2 data.num_clients=3", 3)
     run = tmp_path / "run"
     df = dfl.load_runs([run, sweep[0]])
     part = df[df["runtime"] == "flower"]
@@ -178,15 +175,3 @@ def test_flower_runs_are_rows_like_any_other(sweep, tmp_path):
         for key, value in row.items():
             assert got[key] == pytest.approx(value), key
     assert len(df) == 8 + len(lines(run))
-
-
-def _task_identity(saved=None):
-    """Flower's task identity, as its runtime sets it in an app process (see tests/test_flower.py)."""
-    from flwr.supercore.task_identity import TaskIdentity
-
-    if saved is not None:
-        TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id = saved
-        return saved
-    saved = (TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id)
-    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 1
-    return saved

@@ -47,7 +47,8 @@ CPU = {"engine.cpus_per_actor": 0.5}
     {"algorithm.name": "dfedsam_mgs", "algorithm.gossip_steps": 3, "topology.name": "erdos_renyi",
      "topology.p": 0.5},
     {"algorithm.name": "mofedsam", "rounds": 3},
-], ids=["dfedavg", "dpsgd-half", "mgs-q3-er", "mofedsam"])
+    {"algorithm.name": "dfedavg", "faults.dropout": 0.3, "faults.link_failure": 0.3, "faults.straggler": 0.5},
+], ids=["dfedavg", "dpsgd-half", "mgs-q3-er", "mofedsam", "faults"])
 def test_same_metrics_as_vectorized(local_ray, changes):
     changes = {**TRAINS, **changes}  # a regime that trains (test_acc ~0.5 after 3 rounds)
     ref = Simulation(small_config(**CPU, **changes)).run()

@@ -64,7 +64,8 @@ def reference(cfg):
 
 def test_actor_killed_inside_training_is_recovered_exactly(local_ray):
     cfg = training_config(**CPU, **{"algorithm.name": "dfedavgm", "local.reset_state": False})
-    got = run_ray(cfg, lambda t: kill_before(t, "_train", lambda i, out, terms, active, steps, lr, r, c: r == 1))
+    # call 1 is round 2's training (call 2 its retry after the recovery)
+    got = run_ray(cfg, lambda t: kill_before(t, "_train", lambda i, *a: i == 1))
     assert_same_history(reference(cfg), got)
     assert [r["actor_restarts"] for r in got] == [0, 1, 1]
 
@@ -136,7 +137,7 @@ def test_running_out_of_restarts_is_a_clear_error(local_ray):
 
         def every_round(s, row):
             kill(s.trainer, 1)
-        with pytest.raises(DflError, match="Ray actor"):
+        with pytest.raises(DflError, match="Ray actors kept dying"):
             sim.run(every_round)
     finally:
         sim.close()
@@ -161,4 +162,5 @@ def test_simulated_faults_on_ray_equal_vectorized(local_ray, algo):
         sim.close()
     ref = reference(cfg)
     assert_same_history(ref, got)
-    assert len({r["active_clients"] for r in ref}) > 1 and sum(r["stragglers"] for r in ref) > 0
+    assert len({r["active_clients"] for r in ref}) > 1
+    assert sum(r["stragglers"] for r in ref) > 0 or algo == "dpsgd"  # one step a round: nothing to cut

@@ -17,7 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
-FIGURE_NAMES = ("consensus", "accuracy", "comm", "gap", "flatness")  # == dfl.plots.FIGURES, without importing it
+FIGURE_NAMES = ("consensus", "accuracy", "comm", "time", "gap", "flatness")  # == dfl.plots.FIGURES, without importing it
 STYLE_NAMES = ("screen", "paper")  # == dfl.plots.STYLES
 
 
@@ -30,7 +30,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                                                   "FILE_stem-<figure>.ext (FILE itself for a single --figure)")
     p.add_argument("--figure", dest="figures", action="append", choices=FIGURE_NAMES, metavar="NAME",
                    help=f"draw only this figure (repeatable): {', '.join(FIGURE_NAMES)}; "
-                        "default: all (flatness only when recorded, gap only when the gaps differ)")
+                        "default: all (flatness and time only when recorded, gap only when the gaps differ)")
     p.add_argument("--style", choices=STYLE_NAMES, default="screen",
                    help="screen (default: PNG, large) or paper (one column, 3.3 in wide, PDF or SVG)")
     return p

@@ -17,9 +17,10 @@ actor processes and by ray_backend.py (never by dfl.engines at import time).
 """
 from __future__ import annotations
 
+import functools
 import os
 import types
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -31,6 +32,22 @@ from .base import ClientData, pad_indices
 from .vectorized import VectorizedTrainer
 
 Terms = Sequence[tuple[str, float]]
+
+
+class NotReady(RuntimeError):
+    """The actor holds no clients: Ray restarted it (empty) after it died, and the driver has not
+    set it up again yet. The driver treats this as the actor's death (recover and replay)."""
+
+
+def needs_setup(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Refuse the call on an actor that is not set up (NotReady), instead of failing on the
+    missing state or, worse, answering from an empty one."""
+    @functools.wraps(method)
+    def guarded(self: "ClientBlock", *args: Any, **kwargs: Any) -> Any:
+        if not self.ready:
+            raise NotReady(f"ClientBlock.{method.__name__}: the actor restarted and has no clients")
+        return method(self, *args, **kwargs)
+    return guarded
 
 
 def subset_pool(x: torch.Tensor, y: torch.Tensor,
@@ -117,35 +134,43 @@ class ClientBlock:
             out.add_(self.slots[name], alpha=coef)
         return out
 
+    @needs_setup
     def load(self, slots: dict[str, torch.Tensor]) -> bool:
         self.slots.update({k: v.to(self.device) for k, v in slots.items()})
         return True
 
+    @needs_setup
     def snapshot(self, live: Sequence[str]) -> tuple[bool, dict[str, Any]]:
         """Drop unreferenced slots; return (ok, state) with the live slots and the optimizer state."""
         self.slots = {k: v for k, v in self.slots.items() if k in set(live)}
         return True, {"slots": {k: v.cpu() for k, v in self.slots.items()}, "opt": self.opt_state()}
 
+    @needs_setup
     def restore(self, state: Optional[dict[str, Any]]) -> bool:
         if state is not None:
             self.slots = {k: v.to(self.device) for k, v in state["slots"].items()}
             self.load_opt(state["opt"])
         return True
 
+    @needs_setup
     def opt_state(self) -> dict[str, Any]:
         return torch.utils._pytree.tree_map(lambda t: t.cpu(), self.trainer.state_dict())
 
+    @needs_setup
     def load_opt(self, state: dict[str, Any]) -> bool:
         self.trainer.load_state_dict(state)
         return True
 
+    @needs_setup
     def gather(self, terms: Terms) -> torch.Tensor:
         return self.rows(terms).cpu()
 
+    @needs_setup
     def take(self, terms: Terms, local: np.ndarray) -> torch.Tensor:
         """Some rows (indices local to this block) of sum_k c_k S_k, on the CPU."""
         return self.rows(terms)[torch.as_tensor(local, dtype=torch.int64, device=self.device)].cpu()
 
+    @needs_setup
     def patch(self, out: str, terms: Terms, local: np.ndarray, rows: torch.Tensor) -> bool:
         """Slot ``out`` = sum_k c_k S_k with the rows ``local`` replaced (faults.on_nan = "skip_client")."""
         x = self.rows(terms).clone()
@@ -154,6 +179,7 @@ class ClientBlock:
         self.slots[out] = x
         return True
 
+    @needs_setup
     def reset_clients(self, local: np.ndarray) -> bool:
         """Clear the optimizer state of diverged clients (indices local to this block)."""
         from ..faults import reset_state
@@ -164,6 +190,7 @@ class ClientBlock:
         return True
 
     # ------------------------------------------------------------------ a round
+    @needs_setup
     def train(self, out: str, terms: Terms, active: np.ndarray, steps: np.ndarray, lr: float, round_: int,
               correction: Optional[Correction]) -> np.ndarray:
         """Local training of this block (the vectorized trainer); writes slot `out`, returns losses.
@@ -180,6 +207,7 @@ class ClientBlock:
         self.slots[out] = rows
         return losses
 
+    @needs_setup
     def set_plan(self, key: int, block: np.ndarray, dests: list[np.ndarray]) -> bool:
         """Store W's rows of this block (columns: own rows, then what each source sends, in order)."""
         self.plans = {k: v for k, v in self.plans.items() if k > key - 2}
@@ -191,10 +219,12 @@ class ClientBlock:
         outs = [x[torch.as_tensor(d, device=x.device)].cpu() for d in dests]
         return True if not outs else outs[0] if len(outs) == 1 else tuple(outs)
 
+    @needs_setup
     def publish(self, terms: Terms, key: int) -> Any:
         """Phase 1: the rows each neighbouring actor needs (one object per destination)."""
         return self._publish(self.rows(terms), key)
 
+    @needs_setup
     def mix_step(self, out: str, terms: Optional[Terms], key: int, publish_next: bool,
                  *incoming: torch.Tensor) -> Any:
         """Phase 2: x_i <- sum_j W_ij x_j for this block's rows; writes slot `out`."""
@@ -205,6 +235,7 @@ class ClientBlock:
         return self._publish(self.slots[out], key) if publish_next else True
 
     # ------------------------------------------------------------------ evaluation
+    @needs_setup
     def summary(self, terms: Terms, chunk: int) -> tuple[torch.Tensor, float, np.ndarray]:
         """(sum of rows, sum of squared row norms) in float64, and each client's local accuracy."""
         x = self.rows(terms)

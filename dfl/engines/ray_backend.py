@@ -41,6 +41,7 @@ from ..config import EngineConfig
 from ..errors import DflError
 from . import ray_session
 from .base import Trainer
+from .ray_actor import NotReady
 
 #: Recoveries tried per operation.
 MAX_RECOVERIES = 3
@@ -49,7 +50,8 @@ PLACEMENT_TIMEOUT_S = 120.0
 
 
 def _actor_failure(exc: BaseException) -> bool:
-    errors = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError)
+    """An actor died (or came back empty after Ray restarted it: ray_actor.NotReady)."""
+    errors = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError, NotReady)
     return isinstance(exc, errors) or isinstance(getattr(exc, "cause", None), errors)
 
 
@@ -117,6 +119,7 @@ class RayTrainer(Trainer):
         # (W, key, per actor (W block, rows to publish per destination), per actor its sources)
         self._plan: Optional[tuple[Any, int, list[Any], list[list[tuple[int, int]]]]] = None
         self._finalizer: Optional[weakref.finalize] = None
+        self._restarted: set[int] = set()  # indices of actors that died and were restarted
 
     # ------------------------------------------------------------------ Simulation hooks
     def adopt(self, bank: torch.Tensor, sim: Any) -> RayBank:
@@ -172,7 +175,8 @@ class RayTrainer(Trainer):
             bounds = np.linspace(0, self.n, k + 1).round().astype(int)
             self.blocks = [(int(bounds[i]), int(bounds[i + 1])) for i in range(k)]
             actors = ray_session.acquire(k, cpus, gpus)
-            self._finalizer = weakref.finalize(self, ray_session.release, actors, cpus, gpus, owned)
+            self._finalizer = weakref.finalize(self, ray_session.release, actors, cpus, gpus, owned,
+                                               self._restarted)
             try:
                 ray.get([a.setup.remote([self._spec_ref], lo, hi)
                          for a, (lo, hi) in zip(actors, self.blocks)], timeout=PLACEMENT_TIMEOUT_S)
@@ -213,12 +217,18 @@ class RayTrainer(Trainer):
         call = getattr(self, fn) if isinstance(fn, str) else fn
         for attempt in range(MAX_RECOVERIES + 1):
             try:
+                if attempt:  # inside the loop: a death during the replay is one more failed attempt
+                    self._recover()
                 out = call(*args)
                 break
             except Exception as exc:  # noqa: BLE001 - only actor deaths are retried
-                if not _actor_failure(exc) or attempt == MAX_RECOVERIES:
+                if not _actor_failure(exc):
                     raise
-                self._recover()
+                if attempt == MAX_RECOVERIES:
+                    raise DflError(f"Ray actors kept dying: {MAX_RECOVERIES} recoveries of one operation failed "
+                                   f"({type(exc).__name__}; Ray restarts an actor at most "
+                                   f"{ray_session.MAX_RESTARTS} times); continue the run from its last "
+                                   "checkpoint with `dfl run --resume DIR`") from exc
         if mutating:
             self._log.append((fn, args))
         return out
@@ -228,6 +238,8 @@ class RayTrainer(Trainer):
         self.restarts += 1
         logging.getLogger("dfl").warning("a Ray actor died; restarting it and replaying the round")
         infos = [_wait_alive(a) for a in self.actors]
+        # a restarted actor has used some of its restarts: it is not handed to the next run (close)
+        self._restarted.update(i for i, info in enumerate(infos) if not info["ready"])
         ray.get([a.setup.remote([self._spec_ref], lo, hi)
                  for a, (lo, hi), info in zip(self.actors, self.blocks, infos) if not info["ready"]])
         snap = self._snap or [None] * len(self.actors)

@@ -16,7 +16,7 @@ import math
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import ray
 
@@ -120,8 +120,11 @@ def free_resources() -> dict[str, float]:
 
 
 def _check_pool() -> None:
-    job = ray.get_runtime_context().get_job_id()
-    if _pool["job"] != job:  # a new Ray session: old handles are void
+    # a new Ray session: old handles are void. The job id alone repeats when a process shuts
+    # Ray down and starts a new one (ray.shutdown(); ray.init()): the driver's node tells them apart
+    ctx = ray.get_runtime_context()
+    job = (ctx.get_job_id(), ctx.get_node_id())
+    if _pool["job"] != job:
         _pool.update(job=job, idle=[])
 
 
@@ -142,13 +145,17 @@ def acquire(k: int, cpus: float, gpus: float) -> list[Any]:
     return [e[2] for e in reused] + [cls.remote() for _ in range(k - len(reused))]
 
 
-def release(actors: list[Any], cpus: float, gpus: float, owned: bool) -> None:
-    """A run is done with its actors: back to the idle pool, or gone with the session it held."""
+def release(actors: list[Any], cpus: float, gpus: float, owned: bool, restarted: Iterable[int] = ()) -> None:
+    """A run is done with its actors: back to the idle pool, or gone with the session it held.
+
+    An actor that died during the run (indices ``restarted``) is killed instead: Ray's restarts
+    of an actor are counted over its lifetime, so a reused one would have fewer left."""
     if not ray.is_initialized():
         return
     last = owned and _session["users"] <= 1
-    for actor in actors:
-        if last:
+    restarted = set(restarted)
+    for i, actor in enumerate(actors):
+        if last or i in restarted:
             ray.kill(actor, no_restart=True)
         else:
             actor.clear.remote()
