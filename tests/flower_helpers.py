@@ -127,8 +127,8 @@ def assert_rows_match(rows: list[dict], ref: list[dict]) -> None:
     for got, want in zip(rows, ref):
         for key in ("round", "test_acc", "test_loss", "local_test_acc", "train_loss", "comm_mb", "spectral_gap",
                     "active_clients", "lr"):
-            assert got[key] == pytest.approx(want[key], rel=1e-4, abs=1e-6), key
-        assert got["consensus"] == pytest.approx(want["consensus"], rel=1e-3, abs=1e-9)
+            assert got[key] == pytest.approx(want[key], rel=1e-6, abs=1e-6), key
+        assert got["consensus"] == pytest.approx(want["consensus"], rel=1e-6, abs=1e-9)
 
 
 # ------------------------------------------------------------------ processes

@@ -1,5 +1,6 @@
 """Scaffolding the test modules share (no test module imports another; fixtures are in conftest).
 
+    TRAINS, training_config(...)     the small config in a regime that trains
     assert_same_history(a, b, tol)   two histories equal key by key (timings left out)
     read_metrics(run_dir)            the rows of a run directory's metrics.jsonl
     write_config(path, **changes)    small_config(**changes) written as a TOML file

@@ -24,6 +24,7 @@ from dfl.flower.local import LocalClient, OneClientData, load_shard, shard_of  #
 from dfl.flower.shards import main as shards_main  # noqa: E402
 from tests.flower_helpers import (CONFIG, ROOT, MemoryGrid, SimulationGrid, assert_rows_match, reference,  # noqa: E402
                                   run_config, run_in_memory, server_context, task_identity)
+from tests.helpers import read_metrics  # noqa: E402
 
 
 
@@ -53,6 +54,7 @@ def test_centralized_through_flower_strategy_matches_dfl(tmp_path, sets, n):
     ("rounds=3 algorithm.name=dfedavgm local.optimizer=sgd data.num_clients=6 algorithm.participation=0.5 "
      "topology.name=ring", 6),
     ("rounds=2 algorithm.name=dpsgd local.optimizer=sgd data.num_clients=5 topology.name=star", 5),
+    ("rounds=3 algorithm.name=dfedavgm local.optimizer=sgd data.num_clients=6 topology.name=one_peer_exponential", 6),
 ])
 def test_gossip_relay_matches_dfl(tmp_path, sets, n):
     rows = run_in_memory(tmp_path, sets, n)
@@ -92,7 +94,7 @@ def test_simulation_fits_num_clients_to_the_federation_when_left_open(tmp_path, 
     grid = SimulationGrid(rc, 2)
     t0 = time.monotonic()
     server_app.main(grid, server_context(rc))
-    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    rows = read_metrics(tmp_path / "run")
     assert_rows_match(rows, reference("rounds=2 data.num_clients=2"))
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert (manifest["num_clients"], manifest["flower_runtime"]) == (2, "simulation")

@@ -30,6 +30,7 @@ from dfl.errors import ConfigError, DflError  # noqa: E402
 from dfl.flower import records as R, server_app  # noqa: E402
 from dfl.flower.tolerant import TolerantGrid, min_nodes  # noqa: E402
 from tests.flower_helpers import MemoryGrid, reference, run_config, task_identity  # noqa: E402
+from tests.helpers import read_metrics  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -135,7 +136,7 @@ class RejoiningGrid(MemoryGrid):
 
 def run_grid(tmp_path: Path, grid, rc: dict) -> tuple[list, dict]:
     server_app.main(grid, Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=rc))
-    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    rows = read_metrics(tmp_path / "run")
     return rows, json.loads((tmp_path / "run" / "manifest.json").read_text())
 
 

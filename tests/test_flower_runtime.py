@@ -22,6 +22,7 @@ from dfl.config import load_config, parse_overrides
 from dfl.simulation import Simulation
 from tests.flower_helpers import (BIN, CONFIG, ROOT, Processes, env_for, flwr_run, free_port, start_federation,
                                   wait_port, write_flwr_config)
+from tests.helpers import read_metrics
 
 ACC_TOL = 0.01   # stated tolerance on test accuracy (Flower vs dfl run); observed: identical
 
@@ -35,7 +36,7 @@ def dfl_rows(sets: str) -> list[dict]:
 
 
 def assert_same(out: Path, sets: str) -> list[dict]:
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    rows = read_metrics(out)
     ref = dfl_rows(sets)
     assert [r["round"] for r in rows] == [r["round"] for r in ref]
     for got, want in zip(rows, ref):
@@ -85,6 +86,16 @@ def test_simulation_dfedsam_ring_matches_dfl_run(sim_link):
     flwr_run(sim_link / "home", sets, out, SIM)
     rows = assert_same(out, sets)
     assert rows[-1]["spectral_gap"] < 1 and rows[-1]["consensus"] > 0
+
+
+def test_simulation_dfedavgm_on_a_time_varying_graph_matches_dfl_run(sim_link):
+    # one matching per round (one-peer exponential): W changes every round, its own gap is 0
+    sets = ("rounds=3 data.num_clients=6 algorithm.name=dfedavgm local.optimizer=sgd "
+            "topology.name=one_peer_exponential")
+    out = sim_link / "dfedavgm"
+    flwr_run(sim_link / "home", sets, out, SIM)
+    rows = assert_same(out, sets)
+    assert all(r["spectral_gap"] == 0.0 for r in rows) and rows[-1]["consensus"] > 0
 
 
 # ------------------------------------------------------------------------- the first command

@@ -14,10 +14,12 @@ Strategy (``engine.strategy``):
 - ``auto``: sequential when one client's step is large: B x (activations of one sample) +
   parameters >= ``SEQUENTIAL_WORK[device type]``.
 
-CPU threshold, measured (1 torch thread, 2-core VM, seconds of vmap vs sequential gradients):
-cnn on 8x8 digits at B 13 (0.15M) vmap 2x faster; cnn 8x8 B 32 (0.30M) vmap 1.2x; cnn 16x16
-B 13 (0.54M) even; cnn 32x32 B 4 (1.0M) sequential 1.2x; vgg11 8x8 B 13 (9.7M) sequential 2.2x;
-vgg11 / resnet18 at 32x32 B 16 (17M / 49M) sequential 1.1-1.3x; vit and mixer 32x32 B 32 too.
+CPU threshold, measured (1 torch thread, 2-core VM; the gradients of a chunk, vmap against one
+client after another; work in brackets): the digits MLP at B 13 (0.07M) vmap 5.3x faster, cnn on
+8x8 digits at B 13 (0.15M) vmap 2.2x, cnn 8x8 B 32 (0.30M) vmap 3.2x; cnn 16x16 B 13 (0.54M)
+even; cnn 32x32 B 4 (1.0M) sequential 2.1x, vgg11 8x8 B 13 (9.7M) 1.7x, vgg11 32x32 B 16 (17M)
+1.5x, resnet18 32x32 B 16 (49M) 1.4x (vit and mixer at 32x32 B 32: sequential 1.2-1.4x).
+docs/paper_scale.md has the table.
 The CUDA threshold is a guess, not a measurement (no GPU was lent to this work): vmap's one
 launch per layer for the whole chunk matters more there, so only models of CIFAR VGG-11 /
 ResNet-18 size at B = 128 (62M / 300M) go sequential. ``dfl bench --paper`` measures both.
