@@ -32,8 +32,6 @@ from ..optim.sgd import FunctionalSGD
 from . import malloc, plan
 from .base import ENGINES, Trainer, host_to_device
 
-MEMORY_FRACTION = plan.MEMORY_FRACTION  # of free memory a chunk may use
-
 
 def _where(mask: torch.Tensor, new: Any, old: Any) -> Any:
     def pick(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -129,22 +127,12 @@ class VectorizedTrainer(Trainer):
         if self.device.type == "cpu":
             malloc.tune()  # step tensors reused from the heap instead of fresh mmap'd pages
         opt = self.opt = optim.make(self.optimizer, **self.hparams)
-        n, dim, batch = self.data.n, self.layout.size, self.data.batch_size
+        n = self.data.n
         # Every client starts from the model's initial weights (MESA's EMA starts there too).
         params = {k: p.detach() for k, p in self.model.named_parameters()}
         init_kw = dict(num_samples=int(self.data.sizes.max()), num_classes=self.data.num_classes)
         one = self.opt.init(params, **init_kw)
-        act = activation_numel(self.model, self.data.x[:1])
-        self.strategy, self._why = plan.pick_strategy(self.local.strategy, self.device, dim, batch, act)
-        per_client = 4 * (12 * dim + 4 * batch * act)
-        self._room = capacity(self.device)
-        check_fits(per_client, self.chunk_size if self.strategy == "vmap" else 0, self._room, self.device, dim, batch)
-        self.memory = plan.plan_memory(
-            n=n, dim=dim, state_numel=sum(t.numel() for t in tree_leaves(one)), activations=act, batch=batch,
-            strategy=self.strategy, reset_state=self.local.reset_state, free=free_memory(self.device),
-            chunk_size=self.chunk_size)
-        plan.check_total(self.memory, self._room, self.device, n, dim)
-        self.chunk_size = self.memory.chunk
+        self._plan(sum(t.numel() for t in tree_leaves(one)))
         # reset_state: a fresh state per round and chunk (opt.init at the round-start rows), none kept
         self.state = (None if self.local.reset_state
                       else tree_map(lambda t: t.unsqueeze(0).repeat(n, *([1] * t.dim())).clone(), one))
@@ -170,6 +158,21 @@ class VectorizedTrainer(Trainer):
         self._after_one = opt.after_descent if has_after else None
         self._after = vmap(opt.after_descent) if has_after else None
         self._begin = vmap(opt.begin_round)
+
+    def _plan(self, state_numel: int) -> None:
+        """Strategy, memory estimate and chunk size, before anything of the clients is allocated;
+        ConfigError when one client, the configured chunk or the whole run cannot fit."""
+        n, dim, batch = self.data.n, self.layout.size, self.data.batch_size
+        act = activation_numel(self.model, self.data.x[:1])
+        self.strategy, self._why = plan.pick_strategy(self.local.strategy, self.device, dim, batch, act)
+        per_client = 4 * (12 * dim + 4 * batch * act)
+        self._room = capacity(self.device)
+        check_fits(per_client, self.chunk_size if self.strategy == "vmap" else 0, self._room, self.device, dim, batch)
+        self.memory = plan.plan_memory(
+            n=n, dim=dim, state_numel=state_numel, activations=act, batch=batch, strategy=self.strategy,
+            reset_state=self.local.reset_state, free=free_memory(self.device), chunk_size=self.chunk_size)
+        plan.check_total(self.memory, self._room, self.device, n, dim)
+        self.chunk_size = self.memory.chunk
 
     def describe(self) -> dict[str, Any]:
         m = self.memory
