@@ -54,11 +54,12 @@ def closure(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor,
     """torch's closure for one step of a client: clear the gradients, cross-entropy plus the term
     the optimizer asks for (:func:`extra_loss`), backward; it returns the cross-entropy, detached
     (the loss the functional optimizers report). ``precision`` bf16: the forward under autocast,
-    the loss on fp32 logits (engine.precision)."""
+    the loss on logits of the weights' dtype (engine.precision)."""
     def run() -> torch.Tensor:
         opt.zero_grad()
         with autocast(precision, x.device):
-            logits = model(x).float()
+            logits = model(x)
+        logits = logits.to(next(model.parameters()).dtype)  # bf16 logits back to the weights' dtype
         loss = F.cross_entropy(logits, y)
         (loss + extra_loss(opt, logits, x, index)).backward()
         return loss.detach()

@@ -141,9 +141,10 @@ class VectorizedTrainer(Trainer):
         model, cast = self.model, functools.partial(plan.autocast, self.local.precision, self.device)
         self._channels_last = plan.channels_last(self.strategy, self.device)
 
-        def forward(q, x):  # bf16: autocast in the forward only, the loss on fp32 logits
+        def forward(q, x):  # bf16: autocast in the forward only, the loss on logits of the weights' dtype
             with cast():
-                return functional_call(model, q, (x,)).float()
+                out = functional_call(model, q, (x,))
+            return out.to(next(iter(q.values())).dtype)
 
         def client_gradient(p, s, x, y, index):
             obj = optim.Objective(forward=lambda q: forward(q, x), targets=y, index=index)
