@@ -128,7 +128,9 @@ def test_jobs_in_processes_stop_on_sigterm_and_resume(config, tmp_path):
     """--jobs 2: SIGTERM to the sweep reaches every job (checkpoint, exit), the sweep exits 143
     with one line; --resume --jobs 2 finishes it; each job ran with its share of the CPUs."""
     long = tmp_path / "long.toml"
-    long.write_text(config.read_text().replace("rounds = 5", "rounds = 60").replace("threads = 1", "threads = 0"))
+    # long enough that the SIGTERM lands while the first two runs are running (a run left alone
+    # after the others finished rightly takes all the CPUs, which the threads check below excludes)
+    long.write_text(config.read_text().replace("rounds = 5", "rounds = 400").replace("threads = 1", "threads = 0"))
     out = tmp_path / "sweep"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-m", "dfl", "sweep", str(long), "--out", str(out), "--quiet",
@@ -152,5 +154,6 @@ def test_jobs_in_processes_stop_on_sigterm_and_resume(config, tmp_path):
     assert main(["sweep", "--resume", str(out), "--quiet", "--jobs", "2"]) == 0
     from dfl import cpus
     for d in sorted(p for p in out.iterdir() if p.is_dir()):
-        assert [r["round"] for r in rows(d)] == list(range(1, 61))
+        assert [r["round"] for r in rows(d)] == list(range(1, 401))
+        # every run was resumed or started beside another one: each had half the CPUs
         assert json.loads((d / "manifest.json").read_text())["torch_threads"] == cpus.auto_threads(0, share=2)
