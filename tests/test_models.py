@@ -61,7 +61,8 @@ def test_bad_input_shape(name, shape):
 
 
 @pytest.mark.parametrize("name,shape", [("logistic", (1, 8, 8)), ("mlp", (1, 28, 28)), ("cnn", (1, 8, 8)),
-                                        ("cnn", (3, 32, 32)), ("resnet18", (1, 8, 8))])
+                                        ("cnn", (3, 32, 32)), ("resnet18", (1, 8, 8)),
+                                        ("cnn1d", (40,)), ("mlp", (40,)), ("vgg11", (1, 8, 8))])
 def test_functional_call_and_vmap_match_loop(name, shape):
     torch.manual_seed(0)
     models = [build(name, shape, 10) for _ in range(3)]

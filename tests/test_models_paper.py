@@ -1,8 +1,7 @@
 """The models of the paper setups: vgg11 (GroupNorm, DisPFL / DFedSAM), cnn1d (MNIST-1D's
-ConvBase), and flat models on MNIST-1D's (40,) inputs; hand parameter counts, vmap == loop."""
+ConvBase), and flat models on MNIST-1D's (40,) inputs; hand parameter counts (vmap == loop: tests/test_models.py)."""
 import pytest
 import torch
-from torch.func import functional_call, stack_module_state, vmap
 
 from dfl.errors import ConfigError
 from dfl.models import build, num_params
@@ -81,30 +80,6 @@ def test_groups_must_divide_the_channels(name, groups):
                                           rf"of {name}\), got {groups}$"):
         build(name, (3, 32, 32), 10, groups=groups)
 
-
-@pytest.mark.parametrize("name,shape", [("cnn1d", (40,)), ("mlp", (40,)), ("vgg11", (1, 8, 8))])
-def test_vmap_over_stacked_clients_equals_loop(name, shape):
-    torch.manual_seed(0)
-    models = [build(name, shape, 10) for _ in range(3)]
-    params, buffers = stack_module_state(models)
-    assert buffers == {}
-    base = models[0]
-    x = torch.randn(3, 4, *shape)
-    y = torch.randint(0, 10, (3, 4))
-
-    def loss(p, xb, yb):
-        return torch.nn.functional.cross_entropy(functional_call(base, p, (xb,)), yb)
-
-    with torch.no_grad():
-        batched = vmap(lambda p, xb: functional_call(base, p, (xb,)))(params, x)
-        loop = torch.stack([m(xi) for m, xi in zip(models, x)])
-    assert torch.allclose(batched, loop, atol=1e-5)
-    grads = vmap(torch.func.grad(loss))(params, x, y)
-    for i, m in enumerate(models):
-        m.zero_grad()
-        torch.nn.functional.cross_entropy(m(x[i]), y[i]).backward()
-        for k, p in m.named_parameters():
-            assert torch.allclose(grads[k][i], p.grad, atol=1e-5), k
 
 
 def test_cnn1d_on_mnist1d_vectorized_equals_serial():
