@@ -1,6 +1,6 @@
 """`dfl bench`: speed measured as ratios within one run, on whatever device is present.
 
-Rows (issue 9):
+Rows:
   a  round time, vectorized engine vs naive per-client loops: the papers' reference-code pattern
      (per round and client: deepcopy the model, load its state_dict, a new torch.optim optimizer, a
      DataLoader over the shard; then state_dict averaging over the neighbours) and dfl's own serial
