@@ -39,7 +39,7 @@ def test_quick_bench_rows_a_to_d(tmp_path, capsys):
 def test_papers_loop_runs_a_round_for_sam(monkeypatch):
     # the timed loop does the work it stands for: every client, K SAM steps of two passes each,
     # in the warm-up round and the timed one
-    from dfl import bench
+    from dfl.bench import rounds as bench
 
     passes = []
 
@@ -76,7 +76,7 @@ def test_quick_bench_row_e(tmp_path):
 
 
 def test_paper_quick_times_the_paper_setup_next_to_the_papers_loop(tmp_path, capsys):
-    from dfl.bench_paper import PAPER_QUICK
+    from dfl.bench.paper import PAPER_QUICK
 
     out = tmp_path / "paper.json"
     assert main(["bench", "--paper", "--quick", "--threads", "1", "--out", str(out)]) == 0

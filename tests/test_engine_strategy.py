@@ -10,7 +10,7 @@ import json
 import pytest
 import torch
 
-from dfl.bench_paper import cifar_shaped
+from dfl.bench.paper import cifar_shaped
 from dfl.cli import main
 from dfl.config import Config
 from dfl.engines import plan

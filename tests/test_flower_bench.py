@@ -1,4 +1,4 @@
-"""Row e of `dfl bench` on Flower (dfl.flower.bench): a tiny Flower simulation is timed, and every
+"""Row e of `dfl bench` on Flower (dfl.bench.flower): a tiny Flower simulation is timed, and every
 process it started (the background local SuperLink of `flwr run . local`, its ServerApp and
 simulation subprocesses, Ray) is gone afterwards."""
 from __future__ import annotations
@@ -11,8 +11,8 @@ import time
 import pytest
 
 pytest.importorskip("flwr")
-from dfl.bench_e import E_CONFIG  # noqa: E402
-from dfl.flower.bench import _numbers, flower_simulation_time, processes_of, stop_processes  # noqa: E402
+from dfl.bench.end_to_end import E_CONFIG  # noqa: E402
+from dfl.bench.flower import _numbers, flower_simulation_time, processes_of, stop_processes  # noqa: E402
 
 
 def test_stop_processes_ends_only_the_benchmarks_own(tmp_path):

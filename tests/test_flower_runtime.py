@@ -105,7 +105,7 @@ def test_bare_flwr_run_on_flowers_default_federation(tmp_path):
     SuperNodes. The app's default config then runs with 2 clients and says so; a config that
     fixes 3 clients stops at once with the fix. (out= keeps the run directories out of the
     checkout; private local-SuperLink ports; every process of this FLWR_HOME is stopped.)"""
-    from dfl.flower.bench import _env, stop_processes
+    from dfl.bench.flower import _env, stop_processes
 
     home = tmp_path / "flwr-home"
     env = _env(home)

@@ -77,14 +77,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_paper(args: argparse.Namespace) -> int:
-    """--paper: the table of dfl.bench_paper, a few lines on what it means, and its JSON."""
+    """--paper: the table of dfl.bench.paper, a few lines on what it means, and its JSON."""
     import torch
     from rich.console import Console
     from rich.table import Table
 
     from dataclasses import replace
 
-    from ..bench_paper import PAPER_QUICK, PaperSizes, paper_rows, summary_lines
+    from ..bench.paper import PAPER_QUICK, PaperSizes, paper_rows, summary_lines
 
     result = paper_rows(replace(PAPER_QUICK if args.quick else PaperSizes(), model=args.model))
     result.update(threads=torch.get_num_threads(), torch=torch.__version__)

@@ -1,4 +1,4 @@
-"""`dfl bench`: speed measured as ratios within one run, on whatever device is present.
+"""Rows a-d of `dfl bench` (speed measured as ratios within one run, on whatever device is present).
 
 Rows:
   a  round time, vectorized engine vs naive per-client loops: the papers' reference-code pattern
@@ -29,9 +29,9 @@ import torch
 
 import topologies
 
-from .config import Config
-from .engines.serial import closure
-from .gossip import as_operator, mix
+from ..config import Config
+from ..engines.serial import closure
+from ..gossip import as_operator, mix
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ def bench_config(clients: int, model: str, optimizer: str, backend: str) -> Conf
 
 def round_time(cfg: Config, repeat: int) -> float:
     """Median seconds of one training round (local steps + gossip), evaluation excluded."""
-    from .simulation import Simulation
+    from ..simulation import Simulation
 
     sim = Simulation(cfg)
     return _timeit(sim.step, repeat)
@@ -78,8 +78,8 @@ def round_time(cfg: Config, repeat: int) -> float:
 
 def pooled_time(cfg: Config, repeat: int) -> float:
     """K steps of one model on n x B samples at once with the same optimizer (the compute limit)."""
-    from . import data, optim
-    from .simulation import build_model
+    from .. import data, optim
+    from ..simulation import build_model
 
     fed = data.load_federated(cfg.data, cfg.seed)
     model = build_model(cfg, fed.input_shape, fed.num_classes)
@@ -109,8 +109,8 @@ def papers_loop(cfg: Config, fed: Any = None) -> Callable[[], None]:
     federation to use instead of loading cfg.data (dfl bench --paper's synthetic CIFAR)."""
     from torch.utils.data import DataLoader, TensorDataset
 
-    from . import optim
-    from .simulation import Simulation
+    from .. import optim
+    from ..simulation import Simulation
 
     sim = Simulation(cfg, fed=fed)  # the same data, initial model and graph as the engines' rounds
     cfg, fed, model, dev = sim.cfg, sim.fed, sim.model, sim.device  # cfg: with the algorithm's optimizer
@@ -241,6 +241,6 @@ def run_all(sizes: Sizes, rows: str = "abcde") -> dict[str, Any]:
     if "d" in rows:
         out["d"] = row_d(sizes)
     if "e" in rows:
-        from .bench_e import row_e
+        from .end_to_end import row_e
         out["e"] = row_e(sizes)
     return out

@@ -56,7 +56,7 @@ def row_e(sizes: Any) -> list[dict[str, Any]]:
             text = E_CONFIG.format(rounds=sizes.flower_rounds, clients=sizes.clients, backend=backend)
             rows.append({"what": f"dfl run ({backend})", **_dfl_run(text, tmp, backend)})
         try:
-            from .flower.bench import flower_simulation_time
+            from .flower import flower_simulation_time
         except ImportError:
             rows.append({"what": "flower simulation", "error": "dfl.flower not available"})
         else:

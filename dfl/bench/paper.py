@@ -3,7 +3,7 @@
 A few rounds of experiments/paper/cifar10_algorithms.toml's DFedSAM variant (VGG-11 with
 GroupNorm, 100 clients all active, 5 local epochs of batch 128, SAM, crop + flip) on synthetic
 CIFAR-shaped data (seeded tensors: nothing is downloaded), with each engine strategy and
-precision, next to the papers' loop measured in the same run (dfl.bench.papers_loop_time).
+precision, next to the papers' loop measured in the same run (dfl.bench.rounds.papers_loop_time).
 Seconds per round are medians after one warm-up round, evaluation excluded; the projection is
 seconds per round x the config's rounds, scaled by the ratio of the full setup's work (clients x
 local steps x batch x pixels) to the measured one when the sizes are reduced (--quick, CPU).
@@ -18,11 +18,11 @@ from typing import Any
 
 import torch
 
-from .config import Config
-from .errors import DflError
+from ..config import Config
+from ..errors import DflError
 
 #: The paper config timed (first variant whose algorithm is dfedsam).
-PAPER_CONFIG = Path(__file__).resolve().parents[1] / "experiments" / "paper" / "cifar10_algorithms.toml"
+PAPER_CONFIG = Path(__file__).resolve().parents[2] / "experiments" / "paper" / "cifar10_algorithms.toml"
 CIFAR10_TRAIN = 50_000
 #: (label, engine.strategy, engine.precision) of the engine rows.
 VARIANTS = (("vmap", "vmap", "fp32"), ("sequential", "sequential", "fp32"), ("auto, bf16", "auto", "bf16"))
@@ -49,7 +49,7 @@ def cifar_shaped(clients: int, shard: int, image: int = 32, num_classes: int = 1
     """FederatedData of CIFAR's shape (3 x image x image, float32, num_classes labels) from a
     seeded generator: ``clients`` equal shards of ``shard`` samples (as dirichlet_prior's equal
     shard sizes). Labels are the argmax of a fixed random projection, so a model can learn them."""
-    from .data import FederatedData
+    from ..data import FederatedData
 
     gen = torch.Generator().manual_seed(seed)
     n = clients * shard
@@ -64,7 +64,7 @@ def cifar_shaped(clients: int, shard: int, image: int = 32, num_classes: int = 1
 
 def paper_config(sizes: PaperSizes, path: Path = PAPER_CONFIG) -> tuple[Config, Config]:
     """(the full config, the measured one): the config's DFedSAM variant, and it at ``sizes``."""
-    from . import sweep
+    from .. import sweep
 
     if not Path(path).is_file():
         raise DflError(f"--paper: {path} not found (it ships with dfl's source checkout, experiments/paper/)")
@@ -97,8 +97,8 @@ def _release() -> None:
 
 
 def _engine_row(cfg: Config, fed: Any, repeat: int) -> dict[str, Any]:
-    from .bench import _timeit
-    from .simulation import Simulation
+    from .rounds import _timeit
+    from ..simulation import Simulation
 
     sim = Simulation(cfg, fed=fed)
     try:
@@ -113,11 +113,11 @@ def _engine_row(cfg: Config, fed: Any, repeat: int) -> dict[str, Any]:
 def paper_rows(sizes: PaperSizes = PaperSizes(), path: Path = PAPER_CONFIG,
                variants: tuple[tuple[str, str, str], ...] = VARIANTS, papers_loop: bool = True) -> dict[str, Any]:
     """The engine rows and the papers' loop on the config's DFedSAM setup at ``sizes``."""
-    from . import models
-    from .bench import papers_loop_time
-    from .engines.plan import pick_strategy
-    from .engines.vectorized import activation_numel
-    from .simulation import resolve_device
+    from .. import models
+    from .rounds import papers_loop_time
+    from ..engines.plan import pick_strategy
+    from ..engines.vectorized import activation_numel
+    from ..simulation import resolve_device
 
     full, cfg = paper_config(sizes, path)
     n = cfg.data.num_clients

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import load_config
-from .settings import APP_ROOT
+from ..flower.settings import APP_ROOT
 
 
 def _free_port() -> int:
