@@ -38,15 +38,6 @@ class Layout:
             for n, s, o in zip(self.names, self.shapes, self.offsets)
         }
 
-    def flatten(self, tensors: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """{name: (m, *shape)} -> (m, size)."""
-        return torch.cat([tensors[n].reshape(tensors[n].shape[0], -1) for n in self.names], dim=1)
-
-    def write(self, rows: torch.Tensor, tensors: Mapping[str, torch.Tensor]) -> None:
-        """Copy {name: (m, *shape)} into the (m, size) rows in place (one pass, no concatenation)."""
-        for name, view in self.unflatten(rows).items():
-            view.copy_(tensors[name])
-
     def row(self, module: torch.nn.Module) -> torch.Tensor:
         """A module's parameters as one flat row (size,)."""
         return torch.cat([p.detach().reshape(-1) for p in module.parameters()])

@@ -92,14 +92,21 @@ class AlgorithmHooks:
         return messages
 
 
+class DflFedAvg(AlgorithmHooks, FedAvg):
+    """Flower's FedAvg with dfl's hooks (MoFedSAM's correction, drift and local-accuracy metrics)."""
+
+
+class DflFedAvgM(AlgorithmHooks, FedAvgM):
+    """Flower's FedAvgM (server_learning_rate = algorithm.server_lr, no momentum) with dfl's hooks."""
+
+
 def make_strategy(sim: Simulation, rec: Recorder) -> Any:
     """Flower's FedAvg (or FedAvgM when algorithm.server_lr != 1) with dfl's hooks mixed in."""
     cfg = sim.cfg
     n = cfg.data.num_clients
-    base, extra = FedAvg, {}
+    cls, extra = DflFedAvg, {}
     if cfg.algorithm.server_lr != 1.0:
-        base, extra = FedAvgM, {"server_learning_rate": cfg.algorithm.server_lr, "server_momentum": 0.0}
-    cls = type(f"Dfl{base.__name__}", (AlgorithmHooks, base), {})
+        cls, extra = DflFedAvgM, {"server_learning_rate": cfg.algorithm.server_lr, "server_momentum": 0.0}
     strategy = cls(fraction_train=cfg.algorithm.participation, fraction_evaluate=1.0,
                    min_train_nodes=max(1, int(round(cfg.algorithm.participation * n))),
                    min_evaluate_nodes=n, min_available_nodes=n, weighted_by_key=R.WEIGHT,
