@@ -57,6 +57,8 @@ class Algorithm:
     """Base class; subclasses are registered in dfl.algorithms.ALGORITHMS."""
 
     name: ClassVar[str] = ""
+    #: How the algorithm appears in labels and legends ("DFedSAM-MGS").
+    label: ClassVar[str] = ""
     centralized: ClassVar[bool] = False
     #: Local optimizers this algorithm's name promises; the first is its default.
     optimizers: ClassVar[tuple[str, ...]] = ("sgd",)

@@ -10,4 +10,5 @@ from .registry import ALGORITHMS
 @ALGORITHMS.register("dfedavg")
 class DFedAvg(Gossip):
     name = "dfedavg"
+    label = "DFedAvg"
     optimizers = ("sgd",)

@@ -9,6 +9,7 @@ from .registry import ALGORITHMS
 @ALGORITHMS.register("dfedavgm")
 class DFedAvgM(Gossip):
     name = "dfedavgm"
+    label = "DFedAvgM"
     optimizers = ("sgd",)
 
     def optimizer_overrides(self):

@@ -14,12 +14,14 @@ from .registry import ALGORITHMS
 @ALGORITHMS.register("dfedsam")
 class DFedSAM(Gossip):
     name = "dfedsam"
+    label = "DFedSAM"
     optimizers = SAM_FAMILY
 
 
 @ALGORITHMS.register("dfedsam_mgs")
 class DFedSAMMGS(DFedSAM):
     name = "dfedsam_mgs"
+    label = "DFedSAM-MGS"
 
     def __init__(self, cfg, num_clients, dim):
         super().__init__(cfg, num_clients, dim)

@@ -12,6 +12,7 @@ from .registry import ALGORITHMS
 @ALGORITHMS.register("dpsgd")
 class DPSGD(Gossip):
     name = "dpsgd"
+    label = "D-PSGD"
     optimizers = ("sgd",)
     needs_before = True
 

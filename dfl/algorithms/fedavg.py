@@ -12,10 +12,12 @@ from .registry import ALGORITHMS
 @ALGORITHMS.register("fedavg")
 class FedAvg(ServerAveraging):
     name = "fedavg"
+    label = "FedAvg"
     optimizers = ("sgd",)
 
 
 @ALGORITHMS.register("fedsam")
 class FedSAM(ServerAveraging):
     name = "fedsam"
+    label = "FedSAM"
     optimizers = SAM_FAMILY

@@ -19,6 +19,7 @@ from .registry import ALGORITHMS
 @ALGORITHMS.register("mofedsam")
 class MoFedSAM(ServerAveraging):
     name = "mofedsam"
+    label = "MoFedSAM"
     optimizers = SAM_FAMILY
 
     def init(self, bank):

@@ -11,6 +11,7 @@ from .registry import ALGORITHMS
 @ALGORITHMS.register("pooled")
 class Pooled(ServerAveraging):
     name = "pooled"
+    label = "Pooled"
     pooled = True
     any_optimizer = True
 

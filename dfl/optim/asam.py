@@ -71,6 +71,8 @@ class FunctionalASAM(FunctionalSAM):
     """
 
     name = "asam"
+    label = "ASAM"
+    sam_family = True
 
     def __init__(self, *, momentum: float = 0.0, dampening: float = 0.0, nesterov: bool = False,
                  weight_decay: float = 0.0, rho: float = 0.5, eta: float = 0.01,

@@ -155,6 +155,10 @@ class FunctionalOptimizer:
     """
 
     name = "base"
+    #: How the method appears in labels ("ASAM": DFedSAM + asam = DFedASAM).
+    label = "base"
+    #: A sharpness-aware method (trained by dfedsam / fedsam, not dfedavg / fedavg).
+    sam_family = False
 
     def init(self, params: Params, *, num_samples: int = 0, num_classes: int = 0) -> State:
         raise NotImplementedError

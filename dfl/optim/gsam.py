@@ -81,6 +81,8 @@ class FunctionalGSAM(FunctionalSAM):
     """
 
     name = "gsam"
+    label = "GSAM"
+    sam_family = True
 
     def __init__(self, *, momentum: float = 0.0, dampening: float = 0.0, nesterov: bool = False,
                  weight_decay: float = 0.0, rho: float = 0.05, alpha: float = 0.4,

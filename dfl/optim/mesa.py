@@ -82,6 +82,8 @@ class FunctionalMESA(FunctionalSGD):
     """
 
     name = "mesa"
+    label = "MESA"
+    sam_family = True
 
     def __init__(self, *, momentum: float = 0.0, dampening: float = 0.0, nesterov: bool = False,
                  weight_decay: float = 0.0, lam: float = 0.8, tau: float = 5.0,

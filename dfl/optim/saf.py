@@ -112,6 +112,8 @@ class FunctionalSAF(FunctionalSGD):
     """
 
     name = "saf"
+    label = "SAF"
+    sam_family = True
 
     def __init__(self, *, momentum: float = 0.0, dampening: float = 0.0, nesterov: bool = False,
                  weight_decay: float = 0.0, lam: float = 0.3, tau: float = 5.0, saf_epochs: int = 3,

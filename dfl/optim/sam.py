@@ -62,6 +62,8 @@ class FunctionalSAM(FunctionalSGD):
     """
 
     name = "sam"
+    label = "SAM"
+    sam_family = True
 
     def __init__(self, *, momentum: float = 0.0, dampening: float = 0.0, nesterov: bool = False,
                  weight_decay: float = 0.0, rho: float = 0.05):

@@ -151,6 +151,8 @@ class FunctionalSGD(FunctionalOptimizer):
     """
 
     name = "sgd"
+    label = "SGD"
+    sam_family = False
 
     def __init__(self, *, momentum: float = 0.0, dampening: float = 0.0,
                  nesterov: bool = False, weight_decay: float = 0.0):

@@ -89,6 +89,8 @@ class FunctionalTRAM(FunctionalSAM):
     """
 
     name = "tram"
+    label = "TRAM"
+    sam_family = True
 
     def __init__(self, *, momentum: float = 0.0, dampening: float = 0.0, nesterov: bool = False,
                  weight_decay: float = 0.0, rho: float = 0.5, lam: float = 1.0, tau: float = 1.0):
