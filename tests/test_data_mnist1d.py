@@ -9,16 +9,17 @@ import torch
 
 from dfl.commands import data as data_cmd
 from dfl.config import DataConfig
-from dfl.data import datasets, load_dataset, load_federated
+from dfl.data import load_dataset, load_federated
+from dfl.data.datasets import mnist1d
 
 
 @pytest.fixture
 def fresh_cache(tmp_path, monkeypatch):
     """An empty on-disk cache and no in-process copy: the next load generates."""
     monkeypatch.setenv("DFL_CACHE_DIR", str(tmp_path))
-    datasets.mnist1d_arrays.cache_clear()
+    mnist1d.mnist1d_arrays.cache_clear()
     yield tmp_path
-    datasets.mnist1d_arrays.cache_clear()
+    mnist1d.mnist1d_arrays.cache_clear()
 
 
 def no_network(*args, **kwargs):
@@ -58,8 +59,8 @@ def test_generated_offline_cached_on_disk_and_global_rng_untouched(fresh_cache, 
     assert len(files) == 1 and not list(fresh_cache.glob("*.tmp"))  # written atomically, no leftovers
 
     # a second process (no in-process copy) reads the file and never generates
-    datasets.mnist1d_arrays.cache_clear()
-    monkeypatch.setattr(datasets, "_generate_mnist1d", no_network)
+    mnist1d.mnist1d_arrays.cache_clear()
+    monkeypatch.setattr(mnist1d, "_generate_mnist1d", no_network)
     x2, y2, xt2, yt2, _ = load_dataset("mnist1d", None, 0, 0.2)
     assert torch.equal(x, x2) and torch.equal(y, y2) and torch.equal(xt, xt2) and torch.equal(yt, yt2)
 
@@ -67,16 +68,16 @@ def test_generated_offline_cached_on_disk_and_global_rng_untouched(fresh_cache, 
 def test_corrupt_or_unwritable_cache_regenerates(fresh_cache, monkeypatch):
     fake = {"x": np.zeros((20, 40)), "y": np.arange(20) % 10, "x_test": np.ones((10, 40)), "y_test": np.arange(10)}
     calls = []
-    monkeypatch.setattr(datasets, "_generate_mnist1d", lambda: calls.append(1) or fake)
+    monkeypatch.setattr(mnist1d, "_generate_mnist1d", lambda: calls.append(1) or fake)
     from importlib import metadata
     (fresh_cache / f"mnist1d-{metadata.version('mnist1d')}.npz").write_bytes(b"not a zip")
     x, *_ = load_dataset("mnist1d", None, 0, 0.2)
     assert calls == [1] and x.shape == (20, 40)
-    datasets.mnist1d_arrays.cache_clear()
+    mnist1d.mnist1d_arrays.cache_clear()
     load_dataset("mnist1d", None, 0, 0.2)
     assert calls == [1]  # the corrupt file was replaced by a good one
 
-    datasets.mnist1d_arrays.cache_clear()
+    mnist1d.mnist1d_arrays.cache_clear()
     monkeypatch.setenv("DFL_CACHE_DIR", str(fresh_cache / "file"))
     (fresh_cache / "file").write_text("a file where the cache directory should be")
     x, *_ = load_dataset("mnist1d", None, 0, 0.2)  # cannot write: still loads
