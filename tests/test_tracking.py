@@ -34,7 +34,7 @@ def offline(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
-    monkeypatch.setattr(tracking, "_checked", set())
+    monkeypatch.setattr(tracking.session, "_checked", set())
 
 
 rows = read_metrics

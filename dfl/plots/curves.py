@@ -33,7 +33,6 @@ def _curve(ax: "Axes", g: Group, key: str, look: Look, st: Style, x: str = "roun
         band.set_gid(g.key)
 
 
-
 def plot_consensus(runs: Iterable[Run] | Sequence[Group], style: str | Style = "screen",
                    title: bool = True) -> "Figure":
     """Consensus distance vs round on a log y axis, one panel per topology (shared y), with the
@@ -142,4 +141,3 @@ def plot_flatness(runs: Iterable[Run] | Sequence[Group], keys: Sequence[str] = F
         label_axes(ax, st, "round", key)
     drawn = [g for g in groups if any(all(r.has(k) for r in g.runs) for k in present)]
     return finish(fig, st, *look.legend(drawn, st.lw), look.shared if title else None)
-

@@ -154,4 +154,3 @@ def plot_gap(runs: Iterable[Run] | Sequence[Group], gap: str = "effective_gap", 
             ax.set_xscale("log")
     drawn = list({g.key: g for g in drawn}.values())
     return finish(fig, st, *look.legend(drawn, st.lw, points=True), look.shared if title else None)
-

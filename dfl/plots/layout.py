@@ -141,4 +141,3 @@ def label_axes(ax: "Axes", st: Style, x: str | None = None, y: str | None = None
         ax.set_ylabel(METRIC_LABELS.get(y, y), fontsize=st.font)
     if title:
         ax.set_title(title, fontsize=st.font)
-

@@ -135,7 +135,6 @@ def summarize(groups: Sequence[Group], target: float, baseline: Optional[Group] 
     return rows
 
 
-
 def table_note(baseline: str, target: float, target_how: str) -> str:
     """The sentence under the summary table: what the numbers are, which variant is the baseline."""
     return (f"n: seeds per variant (runs whose configs differ only by seed); mean \u00b1 sample std over "

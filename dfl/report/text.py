@@ -82,4 +82,3 @@ def build_markdown(paths: Sequence[str | Path], target: Optional[float] = None, 
     """The summary table as Markdown followed by its note (what n, +- and the baseline are)."""
     s = summary(paths, target, baseline, on_note)
     return markdown_table(s.rows, s.target) + "\n\n" + s.note + "\n"
-
