@@ -37,17 +37,28 @@ def default_out(config: str) -> Path:
     return Path("runs") / Path(config).stem
 
 
+def expand_config(args: argparse.Namespace,
+                  command: str) -> tuple[dict[str, Any], dict[str, list[Any]], list[Any], Path]:
+    """What `dfl run` and `dfl sweep` start from: (raw config with the --set overrides, its axes,
+    its variants, the output directory), the directory checked (exists without --overwrite: a
+    DflError) before anything is written."""
+    from .. import results, sweep
+
+    if not args.config:
+        raise DflError(f"{command}: give a CONFIG file (or --resume DIR)")
+    raw = sweep.read(args.config, parse_overrides(args.set))
+    axes, variants = sweep.expand(raw, args.config)
+    out = Path(args.out) if args.out else default_out(args.config)
+    results.check_out(out, overwrite=args.overwrite)
+    return raw, axes, variants, out
+
+
 def run(args: argparse.Namespace) -> int:
     from .. import results, sweep
 
     if args.resume:
         return resume(args)
-    if not args.config:
-        raise DflError("run: give a CONFIG file (or --resume DIR)")
-    raw = sweep.read(args.config, parse_overrides(args.set))
-    axes, variants = sweep.expand(raw, args.config)
-    out = Path(args.out) if args.out else default_out(args.config)
-    results.check_out(out, overwrite=args.overwrite)
+    raw, axes, variants, out = expand_config(args, "run")
     sim = preflight([v.config for v in variants], keep=not axes)
     results.prepare(out, overwrite=args.overwrite)
     if axes:  # one after another, as `dfl sweep --jobs 1` (a failed run does not stop the others)

@@ -19,9 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from ..config import parse_overrides
 from ..errors import USER_ERRORS, DflError, Interrupted
-from .run import add_common, default_out, preflight, print_table, run_one
+from .run import add_common, expand_config, preflight, print_table, run_one
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -61,12 +60,7 @@ def run(args: argparse.Namespace) -> int:
         raise DflError(f"--jobs: must be >= 1, got {args.jobs}")
     if args.resume:
         return resume(args)
-    if not args.config:
-        raise DflError("sweep: give a CONFIG file (or --resume DIR)")
-    raw = sweep.read(args.config, parse_overrides(args.set))
-    axes, variants = sweep.expand(raw, args.config)
-    out = Path(args.out) if args.out else default_out(args.config)
-    results.check_out(out, overwrite=args.overwrite)
+    raw, axes, variants, out = expand_config(args, "sweep")
     preflight([v.config for v in variants])  # every user error before the directory is touched
     results.prepare(out, overwrite=args.overwrite)
     sweep.write_index(out, args.config, axes, variants, raw)
