@@ -12,9 +12,10 @@ FIGURE_CAPTIONS = {
                 "models (right) per round. Look for the distance between the panels: local models far below the "
                 "averaged one mean clients that disagree (high consensus distance); the last rounds are the "
                 "table's final accuracy.",
-    "comm": "Test accuracy of the averaged model vs cumulative MB sent by all clients (gossip: each client sends Q \u00d7 degree "
-            "\u00d7 model size per round). Look to the left: a curve that reaches an accuracy with fewer MB is "
-            "the cheaper variant; more gossip steps Q buy accuracy per round at a multiple of the traffic.",
+    "comm": "Test accuracy of the averaged model vs cumulative MB sent by all clients (gossip: each client sends "
+            "Q \u00d7 degree \u00d7 model size per round). Look to the left: a curve that reaches an accuracy "
+            "with fewer MB is the cheaper variant; more gossip steps Q buy accuracy per round at a multiple of the "
+            "traffic.",
     "gap": "Final test accuracy (left) and final consensus distance (right) vs the effective spectral gap "
            "1 \u2212 (1 \u2212 \u03b3)^Q, one point per variant (bars: min-max over seeds). Look for the trend: "
            "a larger gap should lower the consensus distance and, on non-iid data, raise accuracy; a variant off "

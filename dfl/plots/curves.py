@@ -17,6 +17,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
 FLATNESS_KEYS = ("hessian_max_eig", "hessian_trace", "sharpness")
+"""The flatness metrics (metrics.sharpness_every) the flatness figure draws, one panel each."""
 
 
 def _curve(ax: "Axes", g: Group, key: str, look: Look, st: Style, x: str = "round", positive: bool = False) -> None:

@@ -13,6 +13,7 @@ from ..config import Config
 from ..errors import DflError
 from .base import first_line, flat_config, read_state, require_module, row_numbers
 
+
 @contextlib.contextmanager
 def _env(**values: str) -> Iterator[None]:
     """Set environment variables for a block (those the user set are kept)."""

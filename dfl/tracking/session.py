@@ -42,9 +42,6 @@ class Trackers:
     def __init__(self, out: Path, trackers: list[Tracker]):
         self.out, self.trackers = Path(out), trackers
 
-    def __bool__(self) -> bool:
-        return bool(self.trackers)
-
     def _each(self, what: str, call: Any) -> None:
         for t in list(self.trackers):
             try:

@@ -12,6 +12,7 @@ from ..config import Config, to_dict
 from ..errors import DflError
 from .base import first_line, require_module, row_numbers
 
+
 def check_wandb(mode: str) -> None:
     """The wandb package imports; online, an API key is set and the server answers. Else a
     one-line DflError saying how to fix it (or to log offline)."""
