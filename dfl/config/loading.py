@@ -10,6 +10,7 @@ import difflib
 import math
 import sys
 import typing
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -51,16 +52,39 @@ def _coerce(path: str, tp: Any, value: Any) -> Any:
     return value
 
 
-def _params_table(path: str, value: Any) -> dict[str, Any]:
-    """A parameter table ([local.params], ...): names to scalars; the registry that reads it
-    checks the names and the values."""
+class ParamTable(Mapping[str, Any]):
+    """A parameter table ([local.params], ...): read-only and hashable, as the frozen config
+    that holds it; equal to any mapping with the same items."""
+
+    def __init__(self, items: Any = ()):
+        self._items = dict(items)
+
+    def __getitem__(self, key: str) -> Any:
+        return self._items[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        return hash(tuple(sorted(self._items.items())))
+
+    def __repr__(self) -> str:
+        return repr(self._items)
+
+
+def _params_table(path: str, value: Any) -> ParamTable:
+    """A parameter table from TOML: names to scalars; the registry that reads it checks the
+    names and the values."""
     if not isinstance(value, dict):
         raise ConfigError(f"{path}: must be a table [{path}] of name = value, got {value!r}")
     for key, v in value.items():
         scalar = isinstance(v, (bool, int, str)) or (isinstance(v, float) and math.isfinite(v))
         if not scalar:
             raise ConfigError(f"{path}.{key}: must be a number, a string or true/false, got {v!r}")
-    return dict(value)
+    return ParamTable(value)
 
 
 def _unknown_key(path: str, key: str, valid: list[str], source: str) -> ConfigError:
@@ -111,7 +135,7 @@ def build(cls: type, raw: dict[str, Any], path: str, source: str) -> Any:
             if not isinstance(value, dict):
                 raise ConfigError(f"{sub}: must be a table [{sub}], got {value!r}")
             kwargs[key] = build(tp, value, sub, source)
-        elif typing.get_origin(tp) is dict:
+        elif typing.get_origin(tp) is Mapping:
             kwargs[key] = _params_table(sub, value)
         else:
             kwargs[key] = _coerce(sub, tp, value)
@@ -138,7 +162,7 @@ def to_dict(cfg: Any) -> dict[str, Any]:
         v = getattr(cfg, f.name)
         if dataclasses.is_dataclass(v):
             out[f.name] = to_dict(v)
-        elif isinstance(v, dict):
+        elif isinstance(v, Mapping):
             if v:
                 out[f.name] = dict(v)
         elif v is not None:

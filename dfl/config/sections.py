@@ -9,10 +9,12 @@ names each parameter once, as before the tables existed.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Optional
 
 from ..errors import ConfigError, check, require_in
+from .loading import ParamTable
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -135,7 +137,7 @@ class LocalConfig:
     start when reset_state is on)."""
     warmup_rounds: Optional[int] = None
     """SAF / MESA: rounds before the trajectory loss starts (the reference's kl_start_epoch; 0)."""
-    params: dict[str, Any] = field(default_factory=dict)
+    params: Mapping[str, Any] = field(default_factory=ParamTable)
     """[local.params]: any hyperparameter of the local optimizer by its name in dfl.optim
     (`dfl.optim.hyperparameters(name)`: dampening, or those of a method added later); the names
     are checked against the optimizer the run trains with when the run is built."""
@@ -146,6 +148,7 @@ class LocalConfig:
         "saf_epochs", "ema_decay", "warmup_steps", "warmup_rounds")
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "params", ParamTable(self.params))  # a dict given in Python, too
         check("local.lr", self.lr > 0, "> 0", self.lr)
         check("local.lr_decay", 0 < self.lr_decay <= 1, "in (0, 1]", self.lr_decay)
         check("local.momentum", 0 <= self.momentum < 1, "in [0, 1)", self.momentum)
@@ -236,16 +239,20 @@ class TopologyConfig:
     path: Optional[str] = None
     """Edge-list file for from_edgelist."""
     allow_disconnected: bool = False
-    params: dict[str, Any] = field(default_factory=dict)
+    params: Mapping[str, Any] = field(default_factory=ParamTable)
     """[topology.params]: the graph family's parameters by name (torus / grid rows, cols; ring
     lattice k, p; ...: `dfl topo --list`), checked by topologies.build; p, k, d, path above are
     the same parameters given flat."""
-    mixing_params: dict[str, Any] = field(default_factory=dict)
+    mixing_params: Mapping[str, Any] = field(default_factory=ParamTable)
     """[topology.mixing_params]: the mixing rule's parameters (laplacian a, fastest_mixing iters),
     checked by topologies.mixing_matrix."""
 
     #: Graph parameters with a flat key above; [topology.params] entries of these names move there.
     flat_params: ClassVar[tuple[str, ...]] = ("p", "k", "d", "path")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "params", ParamTable(self.params))  # dicts given in Python, too
+        object.__setattr__(self, "mixing_params", ParamTable(self.mixing_params))
 
     def graph_params(self) -> dict[str, Any]:
         """Graph parameters that are set (flat keys and [topology.params]), as keyword arguments
