@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 import topologies
-from topologies.errors import unknown_name
+from topologies.errors import did_you_mean
 
 from . import data as data_mod
 from . import faults as faults_mod
@@ -57,8 +57,8 @@ def optimizer_hparams(cfg: Config, overrides: dict[str, Any]) -> dict[str, Any]:
     accepted = optim.hyperparameters(loc.optimizer)
     for key, value in loc.params.items():
         if key not in accepted:
-            raise ConfigError(f"local.params.{key}: optimizer {loc.optimizer!r} takes no such hyperparameter, "
-                              f"got {key} = {value!r}; {unknown_name('hyperparameter', key, accepted)}")
+            raise ConfigError(f"local.params.{key}: optimizer {loc.optimizer!r} takes {', '.join(accepted)}; "
+                              f"got {key} = {value!r}{did_you_mean(key, accepted)}")
     flat = {k: getattr(loc, k) for k in loc.flat_params}
     hp = {k: v for k, v in {**flat, **loc.params, **overrides}.items() if k in accepted and v is not None}
     try:
