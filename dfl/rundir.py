@@ -451,7 +451,8 @@ def _shared(groups: list[Group], flats: dict[str, dict[str, Any]], varying: list
         parts.append(_algo_token(f))
     for d in ("data.name", "data.num_clients", "data.partition", "model.name", "local.local_steps",
               "topology.name", "algorithm.gossip_steps"):
-        if d in varying or f.get(d) is None or (d.startswith(_GRAPH_KEYS) and methods.is_centralized(str(f.get("algorithm.name")))):
+        central = methods.is_centralized(str(f.get("algorithm.name")))
+        if d in varying or f.get(d) is None or (d.startswith(_GRAPH_KEYS) and central):
             continue
         if d == "data.num_clients":
             parts.append(f"{f[d]} clients")

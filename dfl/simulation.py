@@ -156,7 +156,8 @@ class Simulation:
         self._W_cache: dict[int, tuple[Any, np.ndarray, float, Any]] = {}
         self.round_graph = None
         if not self.algo.centralized:
-            self.graphs = topologies.build_sequence(cfg.topology.name, n, seed=cfg.seed, **cfg.topology.graph_params())
+            self.graphs = topologies.build_sequence(cfg.topology.name, n, seed=cfg.seed,
+                                                    **cfg.topology.graph_params())
             self.mixing(0)  # a bad mixing rule is a user error now, not in round 1
         # a time-varying graph's own round has gap 0 (one matching): the run also records the gap
         # of one period's product, the figure that bounds its consensus error

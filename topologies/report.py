@@ -37,8 +37,9 @@ def _diameter(G: nx.Graph) -> int | None:
 
 def period_gap(seq, rule: str = "metropolis", q: int = 1, **params: Any) -> float | None:
     """1 - ||prod_t W_t^q - J/n||_2 over one period of a periodic sequence, W_t mixed with `rule`
-    and its `params` (None: no period, or n above DENSE_MAX). A single round of a time-varying graph (one matching) has gap 0; this is the
-    contraction of the consensus error over the rounds that make one period.
+    and its `params` (None: no period, or n above DENSE_MAX). A single round of a time-varying
+    graph (one matching) has gap 0; this is the contraction of the consensus error over the
+    rounds that make one period.
 
     A random sequence with a closed-form mean-square factor alpha = E[Xi(W_t X)] / Xi(X)
     (random_neighbors, see topologies.random_neighbors) has no period: it reports the

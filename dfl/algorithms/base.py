@@ -109,8 +109,8 @@ class Algorithm:
         """' (use algorithm.name = 'dfedsam' or 'dfedsam_mgs' for SAM-family optimizers)': the
         registered algorithms of the same kind (centralized or not) that train with `optimizer`."""
         family = family_of(optimizer)
-        names = [n for n in ALGORITHMS.names() if ALGORITHMS[n].family == family and not ALGORITHMS[n].any_optimizer
-                 and ALGORITHMS[n].centralized == self.centralized]
+        names = [n for n, cls in ((n, ALGORITHMS[n]) for n in ALGORITHMS.names())
+                 if cls.family == family and cls.centralized == self.centralized and not cls.any_optimizer]
         if not names:
             return ""
         listed = " or ".join(filter(None, [", ".join(map(repr, names[:-1])), repr(names[-1])]))
