@@ -34,3 +34,16 @@ class Interrupted(Exception):
 
 
 USER_ERRORS = (DflError, TopologyError)
+
+
+def check(key: str, ok: bool, allowed: str, value: object) -> None:
+    """The one check of a user-supplied value: ConfigError ``"<key>: must be <allowed>, got
+    <value>"`` unless ``ok`` (``local.lr: must be > 0, got -0.1``)."""
+    if not ok:
+        raise ConfigError(f"{key}: must be {allowed}, got {value!r}")
+
+
+def require_in(key: str, value: object, choices: tuple, allowed: str = "") -> None:
+    """``check`` that ``value`` is one of ``choices`` (``allowed``: how to list them, default
+    ``one of a, b, c``)."""
+    check(key, value in choices, allowed or f"one of {', '.join(map(str, choices))}", value)

@@ -1,4 +1,8 @@
-"""Name -> constructor registries (optimizers, algorithms, models, datasets, partitioners)."""
+"""Name -> constructor registries (optimizers, algorithms, models, datasets, partitioners).
+
+The registered classes carry their own metadata (an algorithm's ``label``, ``centralized`` and
+``family``, an optimizer's ``label`` and ``sam_family``); dfl.methods reads it for labels, so no
+other module keeps a list of names."""
 from __future__ import annotations
 
 from typing import Callable, Generic, Iterator, TypeVar

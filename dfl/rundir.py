@@ -22,7 +22,8 @@ from typing import Any, Callable, Iterable, Optional
 
 import numpy as np
 
-from .config import ALGO_LABELS, CENTRALIZED, OPTIMIZER_LABELS, Config, from_dict, read_toml
+from . import methods
+from .config import Config, from_dict, read_toml
 from .errors import ConfigError, DflError
 
 _DEFAULTS = Config()
@@ -57,12 +58,12 @@ class Run:
     def method(self) -> str:
         """The algorithm, with the local optimizer when it is a variant: "dfedsam+tram" (colours)."""
         opt = str(self._get("local", "optimizer") or "")
-        return f"{self.algorithm}+{opt}" if opt in OPTIMIZER_LABELS else self.algorithm
+        return f"{self.algorithm}+{opt}" if methods.is_variant(opt) else self.algorithm
 
     @property
     def topology(self) -> str:
         """The graph's name, or "server" for the centralized baselines."""
-        return "server" if self.algorithm in CENTRALIZED else str(self._get("topology", "name"))
+        return "server" if methods.is_centralized(self.algorithm) else str(self._get("topology", "name"))
 
     @property
     def gossip_steps(self) -> int:
@@ -203,7 +204,7 @@ def run_label(config: dict[str, Any], summary: dict[str, Any]) -> str:
         return from_dict(config, "config.toml").label()
     except DflError:  # a config this version cannot read: name the algorithm at least
         algo = config.get("algorithm", {}).get("name", _DEFAULTS.algorithm.name)
-        return str(config.get("name") or ALGO_LABELS.get(algo, algo))
+        return str(config.get("name") or methods.method_label(str(algo)))
 
 
 def load_run(path: str | Path) -> Run:
@@ -370,11 +371,7 @@ _SAM_KEYS = ("local.rho", "local.eta", "local.alpha", "local.rho_min", "local.ad
 def _algo_token(flat: dict[str, Any]) -> str:
     """'DFedSAM', 'DFedASAM' (dfedsam + asam), 'Pooled (sgd)': the algorithm as Config.label names it."""
     algo = str(flat.get("algorithm.name", _DEFAULTS.algorithm.name))
-    name = ALGO_LABELS.get(algo, algo)
-    opt = str(flat.get("local.optimizer") or "")
-    if opt in OPTIMIZER_LABELS and "SAM" in name:
-        return name.replace("SAM", OPTIMIZER_LABELS[opt], 1)
-    return f"{name} ({opt})" if opt and algo == "pooled" else name
+    return methods.method_label(algo, str(flat.get("local.optimizer") or ""))
 
 
 def _token(dim: str, flat: dict[str, Any], terse: bool = True) -> Optional[str]:
@@ -382,7 +379,7 @@ def _token(dim: str, flat: dict[str, Any], terse: bool = True) -> Optional[str]:
     leaves out what does not apply: the graph of a server, SAM's radius for SGD."""
     if dim == "algorithm":
         return _algo_token(flat)
-    if terse and flat.get("algorithm.name") in CENTRALIZED and dim.startswith(_GRAPH_KEYS):
+    if terse and methods.is_centralized(str(flat.get("algorithm.name"))) and dim.startswith(_GRAPH_KEYS):
         return None
     if terse and dim in _SAM_KEYS and flat.get("local.optimizer") in ("sgd", "", None):
         return None
@@ -454,7 +451,8 @@ def _shared(groups: list[Group], flats: dict[str, dict[str, Any]], varying: list
         parts.append(_algo_token(f))
     for d in ("data.name", "data.num_clients", "data.partition", "model.name", "local.local_steps",
               "topology.name", "algorithm.gossip_steps"):
-        if d in varying or f.get(d) is None or (d.startswith(_GRAPH_KEYS) and f.get("algorithm.name") in CENTRALIZED):
+        central = methods.is_centralized(str(f.get("algorithm.name")))
+        if d in varying or f.get(d) is None or (d.startswith(_GRAPH_KEYS) and central):
             continue
         if d == "data.num_clients":
             parts.append(f"{f[d]} clients")

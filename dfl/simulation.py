@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 import topologies
+from topologies.errors import did_you_mean
 
 from . import data as data_mod
 from . import faults as faults_mod
@@ -46,14 +47,26 @@ def resolve_device(name: str) -> torch.device:
 
 
 def optimizer_hparams(cfg: Config, overrides: dict[str, Any]) -> dict[str, Any]:
-    """The local optimizer's hyperparameters from [local], restricted to what it accepts."""
+    """The local optimizer's hyperparameters: the flat keys of [local] that it accepts, then
+    [local.params] (each name must be one of its own), then the algorithm's `overrides`.
+
+    The optimizer is built once here, so that a bad name or value is a one-line ConfigError
+    naming its key before the run starts ("local.params.dampening: must be ...").
+    """
     loc = cfg.local
-    candidates = {k: getattr(loc, k) for k in ("momentum", "nesterov", "weight_decay", "rho", "eta", "alpha",
-                                               "rho_min", "adaptive_bias", "lam", "tau", "saf_epochs",
-                                               "ema_decay", "warmup_steps", "warmup_rounds")}
-    candidates.update(overrides)
     accepted = optim.hyperparameters(loc.optimizer)
-    return {k: v for k, v in candidates.items() if k in accepted and v is not None}
+    for key, value in loc.params.items():
+        if key not in accepted:
+            raise ConfigError(f"local.params.{key}: optimizer {loc.optimizer!r} takes {', '.join(accepted)}; "
+                              f"got {key} = {value!r}{did_you_mean(key, accepted)}")
+    flat = {k: getattr(loc, k) for k in loc.flat_params}
+    hp = {k: v for k, v in {**flat, **loc.params, **overrides}.items() if k in accepted and v is not None}
+    try:
+        optim.make(loc.optimizer, **hp)
+    except ConfigError as exc:
+        key = str(exc).partition(":")[0]
+        raise ConfigError(f"local.params.{exc}" if key in loc.params else f"local.{exc}") from None
+    return hp
 
 
 def local_options(cfg: Config) -> LocalOptions:
@@ -143,11 +156,13 @@ class Simulation:
         self._W_cache: dict[int, tuple[Any, np.ndarray, float, Any]] = {}
         self.round_graph = None
         if not self.algo.centralized:
-            self.graphs = topologies.build_sequence(cfg.topology.name, n, seed=cfg.seed, **cfg.topology.params())
+            self.graphs = topologies.build_sequence(cfg.topology.name, n, seed=cfg.seed,
+                                                    **cfg.topology.graph_params())
             self.mixing(0)  # a bad mixing rule is a user error now, not in round 1
         # a time-varying graph's own round has gap 0 (one matching): the run also records the gap
         # of one period's product, the figure that bounds its consensus error
-        self.period_gap = (topologies.period_gap(self.graphs, cfg.topology.mixing, cfg.algorithm.gossip_steps)
+        self.period_gap = (topologies.period_gap(self.graphs, cfg.topology.mixing, cfg.algorithm.gossip_steps,
+                                                 **cfg.topology.mixing_params)
                            if not self.algo.centralized and self.graphs.time_varying else None)
 
         self.client_data = ClientData(train_fed, self.device, cfg.seed, batch, augment=cfg.data.augment)
@@ -183,7 +198,7 @@ class Simulation:
         if key not in self._W_cache:
             G = self.faults.surviving(self.graphs.graph(round_), round_)
             build = topologies.mixing_matrix if G.number_of_nodes() <= DENSE_MAX_N else topologies.mixing_matrix_sparse
-            W = build(G, rule=self.cfg.topology.mixing)
+            W = build(G, rule=self.cfg.topology.mixing, **self.cfg.topology.mixing_params)
             # a directed graph (random_neighbors, arc j -> i: i pulls x_j): the models i receives
             deg = np.array([d for _, d in sorted(G.in_degree() if G.is_directed() else G.degree())],
                            dtype=np.float64)

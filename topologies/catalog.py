@@ -14,7 +14,7 @@ from typing import Any
 import networkx as nx
 
 from . import random_neighbors, timevarying  # noqa: F401  (importing registers the time-varying families)
-from .errors import TopologyError, unknown_name
+from .errors import TopologyError, check_params, unknown_name
 from .generators import GRAPHS, check_connected
 from .timevarying import GraphSequence, constant_sequence
 
@@ -45,11 +45,7 @@ def _check_n(name: str, n: Any) -> int:
 
 
 def _check_params(name: str, params: dict[str, Any]) -> None:
-    valid = GRAPHS[name].param_names()
-    for key in params:
-        if key not in valid:
-            takes = f"takes params {', '.join(valid)}" if valid else "takes no params"
-            raise TopologyError(f"{name} {takes}; got {key}={params[key]!r}")
+    check_params(name, params, GRAPHS[name].param_names())
 
 
 def build(name: str, n: int, seed: int = 0, *, allow_disconnected: bool = False,

@@ -34,7 +34,7 @@ import networkx as nx
 import numpy as np
 import scipy.sparse as sp
 
-from .errors import TopologyError, unknown_name
+from .errors import TopologyError, check_params, unknown_name
 
 FASTEST_MIXING_MAX_N = 500
 
@@ -205,17 +205,19 @@ def _uniform_in(G: nx.DiGraph) -> sp.csr_matrix:
 def _apply(G: nx.Graph, rule: str, params: dict[str, Any]):
     if G.is_directed():
         effective_rule(G, rule)
-        if params:
-            key = next(iter(params))
-            raise TopologyError(f"mixing rule {DIRECTED_RULE} takes no params; got {key}={params[key]!r}")
+        check_params(f"mixing rule {DIRECTED_RULE}", params, [])
         return _uniform_in(G)
-    fn = _rule(rule)
-    valid = [p for p in inspect.signature(fn).parameters if p not in ("n", "u", "v", "deg")]
-    for key in params:
-        if key not in valid:
-            takes = f"takes params {', '.join(valid)}" if valid else "takes no params"
-            raise TopologyError(f"mixing rule {rule} {takes}; got {key}={params[key]!r}")
-    return fn(*_edges(G), **params)
+    check_params(f"mixing rule {rule}", params, rule_params(rule))
+    return _rule(rule)(*_edges(G), **params)
+
+
+def rule_params(rule: str) -> list[str]:
+    """The parameters a mixing rule takes (laplacian: a; fastest_mixing: iters).
+
+    >>> rule_params("laplacian"), rule_params("metropolis")
+    (['a'], [])
+    """
+    return [p for p in inspect.signature(_rule(rule)).parameters if p not in ("n", "u", "v", "deg")]
 
 
 def mixing_matrix(G: nx.Graph, rule: str = "metropolis", **params: Any) -> np.ndarray:

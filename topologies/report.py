@@ -35,10 +35,11 @@ def _diameter(G: nx.Graph) -> int | None:
     return int(nx.diameter(G, usebounds=n > 2))
 
 
-def period_gap(seq, rule: str = "metropolis", q: int = 1) -> float | None:
-    """1 - ||prod_t W_t^q - J/n||_2 over one period of a periodic sequence (None: no period, or n
-    above DENSE_MAX). A single round of a time-varying graph (one matching) has gap 0; this is the
-    contraction of the consensus error over the rounds that make one period.
+def period_gap(seq, rule: str = "metropolis", q: int = 1, **params: Any) -> float | None:
+    """1 - ||prod_t W_t^q - J/n||_2 over one period of a periodic sequence, W_t mixed with `rule`
+    and its `params` (None: no period, or n above DENSE_MAX). A single round of a time-varying
+    graph (one matching) has gap 0; this is the contraction of the consensus error over the
+    rounds that make one period.
 
     A random sequence with a closed-form mean-square factor alpha = E[Xi(W_t X)] / Xi(X)
     (random_neighbors, see topologies.random_neighbors) has no period: it reports the
@@ -52,7 +53,7 @@ def period_gap(seq, rule: str = "metropolis", q: int = 1) -> float | None:
         return None
     P = np.eye(seq.n)
     for t in range(seq.period):
-        P = np.linalg.matrix_power(seq.mixing(t, rule), q) @ P
+        P = np.linalg.matrix_power(seq.mixing(t, rule, **params), q) @ P
     dev = np.linalg.norm(P - np.full_like(P, 1.0 / seq.n), 2)
     return float(min(1.0, max(0.0, 1.0 - dev)))
 

@@ -58,16 +58,17 @@ class GraphSequence:
         t = int_param(self.name, "round t", t, 0)
         return self._make(t % self.period if self.period else t)
 
-    def mixing(self, t: int, rule: str = "metropolis", sparse: bool = False):
-        """Mixing matrix of round t (cached over one period for periodic sequences)."""
+    def mixing(self, t: int, rule: str = "metropolis", sparse: bool = False, **params: Any):
+        """Mixing matrix of round t under `rule` and its `params` (cached over one period for
+        periodic sequences)."""
         from .mixing import mixing_matrix, mixing_matrix_sparse
 
         fn = mixing_matrix_sparse if sparse else mixing_matrix
         if not self.period:
-            return fn(self.graph(t), rule)
-        key = (t % self.period, rule, sparse)
+            return fn(self.graph(t), rule, **params)
+        key = (t % self.period, rule, sparse, tuple(sorted(params.items())))
         if key not in self._mixing_cache:
-            self._mixing_cache[key] = fn(self.graph(t), rule)
+            self._mixing_cache[key] = fn(self.graph(t), rule, **params)
         return self._mixing_cache[key]
 
     def __repr__(self) -> str:

@@ -17,8 +17,14 @@ from ..config import Config
 from ..errors import ConfigError
 from ..gossip import mix
 from ..metrics import consensus_distance, gossip_mb, server_mb
+from ..optim import OPTIMIZERS
+from .registry import ALGORITHMS
 
-SAM_FAMILY = ("sam", "asam", "gsam", "saf", "mesa", "tram")
+
+def family_of(optimizer: str) -> str:
+    """The family of a registered optimizer, named after its default member: "sam" for the
+    sharpness-aware ones (their class says ``sam_family``), else "sgd"."""
+    return "sam" if OPTIMIZERS[optimizer].sam_family else "sgd"
 
 
 @dataclass
@@ -59,35 +65,56 @@ class Algorithm:
     name: ClassVar[str] = ""
     #: How the algorithm appears in labels and legends ("DFedSAM-MGS").
     label: ClassVar[str] = ""
+    #: A server averages (no graph, no gossip): CFL baselines.
     centralized: ClassVar[bool] = False
-    #: Local optimizers this algorithm's name promises; the first is its default.
-    optimizers: ClassVar[tuple[str, ...]] = ("sgd",)
+    #: The local optimizers this algorithm's name promises (family_of): "sgd" or "sam"; the
+    #: family's namesake is the default.
+    family: ClassVar[str] = "sgd"
     #: Any other optimizer is accepted too (pooled training).
     any_optimizer: ClassVar[bool] = False
     #: aggregate() reads the start-of-round bank; when False the engine passes None and skips a copy.
     needs_before: ClassVar[bool] = True
 
     @classmethod
+    def optimizers(cls) -> tuple[str, ...]:
+        """The registered optimizers of this algorithm's family, its default first."""
+        return (cls.family, *(n for n in OPTIMIZERS.names() if n != cls.family and family_of(n) == cls.family))
+
+    @classmethod
     def default_optimizer(cls) -> str:
-        return cls.optimizers[0]
+        return cls.family
+
+    @classmethod
+    def label_with(cls, optimizer: str) -> str:
+        """The label of this algorithm training with `optimizer`: another member of its family
+        renames it ("DFedSAM" + asam = "DFedASAM", the family default's label replaced by the
+        optimizer's); an algorithm that takes any optimizer names it ("Pooled (sgd)")."""
+        if optimizer in OPTIMIZERS and optimizer != cls.family and family_of(optimizer) == cls.family:
+            return cls.label.replace(OPTIMIZERS[cls.family].label, OPTIMIZERS[optimizer].label, 1)
+        return f"{cls.label} ({optimizer})" if optimizer and cls.any_optimizer else cls.label
 
     def __init__(self, cfg: Config, num_clients: int, dim: int):
         self.cfg = cfg
         self.n = num_clients
         self.dim = dim
-        if not self.any_optimizer and cfg.local.optimizer not in self.optimizers:
+        if not self.any_optimizer and cfg.local.optimizer not in self.optimizers():
             raise ConfigError(
-                f"local.optimizer: algorithm {self.name!r} trains with {' or '.join(self.optimizers)}, "
+                f"local.optimizer: algorithm {self.name!r} trains with {' or '.join(self.optimizers())}, "
                 f"got {cfg.local.optimizer!r}{self._hint(cfg.local.optimizer)}")
         if self.centralized and cfg.algorithm.compression != "none":
             raise ConfigError(f"algorithm.compression: compresses gossip messages; {self.name!r} is centralized "
                               f"(use a decentralized algorithm or compression = 'none'), got {cfg.algorithm.compression!r}")
 
     def _hint(self, optimizer: str) -> str:
-        if optimizer in SAM_FAMILY:
-            target = "fedsam" if self.centralized else "dfedsam"
-            return f" (use algorithm.name = {target!r} for SAM-family optimizers)"
-        return f" (use algorithm.name = {'fedavg' if self.centralized else 'dfedavg'!r} for SGD)"
+        """' (use algorithm.name = 'dfedsam' or 'dfedsam_mgs' for SAM-family optimizers)': the
+        registered algorithms of the same kind (centralized or not) that train with `optimizer`."""
+        family = family_of(optimizer)
+        names = [n for n, cls in ((n, ALGORITHMS[n]) for n in ALGORITHMS.names())
+                 if cls.family == family and cls.centralized == self.centralized and not cls.any_optimizer]
+        if not names:
+            return ""
+        listed = " or ".join(filter(None, [", ".join(map(repr, names[:-1])), repr(names[-1])]))
+        return f" (use algorithm.name = {listed} for {OPTIMIZERS[family].label}-family optimizers)"
 
     # --- hooks -----------------------------------------------------------------------------
     def optimizer_overrides(self) -> dict[str, Any]:

@@ -11,4 +11,4 @@ from .registry import ALGORITHMS
 class DFedAvg(Gossip):
     name = "dfedavg"
     label = "DFedAvg"
-    optimizers = ("sgd",)
+    family = "sgd"

@@ -10,7 +10,7 @@ from .registry import ALGORITHMS
 class DFedAvgM(Gossip):
     name = "dfedavgm"
     label = "DFedAvgM"
-    optimizers = ("sgd",)
+    family = "sgd"
 
     def optimizer_overrides(self):
         return {"momentum": self.cfg.algorithm.beta}

@@ -7,7 +7,7 @@ DFedSAM-MGS (registered separately so the name says what runs): its consensus bo
 in place of lambda, lambda = 1 - spectral gap.
 """
 from ..errors import ConfigError
-from .base import SAM_FAMILY, Gossip
+from .base import Gossip
 from .registry import ALGORITHMS
 
 
@@ -15,7 +15,7 @@ from .registry import ALGORITHMS
 class DFedSAM(Gossip):
     name = "dfedsam"
     label = "DFedSAM"
-    optimizers = SAM_FAMILY
+    family = "sam"
 
 
 @ALGORITHMS.register("dfedsam_mgs")

@@ -13,7 +13,7 @@ from .registry import ALGORITHMS
 class DPSGD(Gossip):
     name = "dpsgd"
     label = "D-PSGD"
-    optimizers = ("sgd",)
+    family = "sgd"
     needs_before = True
 
     def local_steps(self, configured):

@@ -5,7 +5,7 @@ Minimization", ICML 2022; also Caldarola et al. 2022).
 Active clients start from the global model x, run K local steps (SGD for FedAvg, a SAM-family
 optimizer for FedSAM), and the server averages: x <- x + server_lr * mean_i (x_i - x).
 """
-from .base import SAM_FAMILY, ServerAveraging
+from .base import ServerAveraging
 from .registry import ALGORITHMS
 
 
@@ -13,11 +13,11 @@ from .registry import ALGORITHMS
 class FedAvg(ServerAveraging):
     name = "fedavg"
     label = "FedAvg"
-    optimizers = ("sgd",)
+    family = "sgd"
 
 
 @ALGORITHMS.register("fedsam")
 class FedSAM(ServerAveraging):
     name = "fedsam"
     label = "FedSAM"
-    optimizers = SAM_FAMILY
+    family = "sam"

@@ -12,7 +12,7 @@ Delta is the average per-step descent direction of the previous round (the mean 
 before the server learning rate). alpha = algorithm.mofedsam_alpha (0.1, FL-Simulator's default)
 scales the SAM gradient from the first round on, where Delta = 0.
 """
-from .base import SAM_FAMILY, Correction, ServerAveraging
+from .base import Correction, ServerAveraging
 from .registry import ALGORITHMS
 
 
@@ -20,7 +20,7 @@ from .registry import ALGORITHMS
 class MoFedSAM(ServerAveraging):
     name = "mofedsam"
     label = "MoFedSAM"
-    optimizers = SAM_FAMILY
+    family = "sam"
 
     def init(self, bank):
         super().init(bank)

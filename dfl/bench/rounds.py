@@ -115,7 +115,7 @@ def papers_loop(cfg: Config, fed: Any = None) -> Callable[[], None]:
     sim = Simulation(cfg, fed=fed)  # the same data, initial model and graph as the engines' rounds
     cfg, fed, model, dev = sim.cfg, sim.fed, sim.model, sim.device  # cfg: with the algorithm's optimizer
     n, k = cfg.data.num_clients, int(sim.steps.max())  # local_steps, or those of local_epochs
-    W = topologies.mixing_matrix(sim.graphs.graph(0), rule=cfg.topology.mixing)
+    W = topologies.mixing_matrix(sim.graphs.graph(0), rule=cfg.topology.mixing, **cfg.topology.mixing_params)
     neighbours = [np.flatnonzero(W[i]) for i in range(n)]
     loaders = [DataLoader(TensorDataset(fed.x_train[idx], fed.y_train[idx]), batch_size=cfg.local.batch_size,
                           shuffle=True, generator=torch.Generator().manual_seed(i))

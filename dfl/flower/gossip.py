@@ -149,7 +149,7 @@ class Relay:
         key = (t if topologies.is_time_varying(cfg.topology.name) else 0, lost)
         if key not in self._W:
             G = without_nodes(self.sim.graphs.graph(t), lost)
-            W = topologies.mixing_matrix(G, rule=cfg.topology.mixing)
+            W = topologies.mixing_matrix(G, rule=cfg.topology.mixing, **cfg.topology.mixing_params)
             deg = np.array([d for _, d in sorted(G.degree())], dtype=np.float64)
             keep = np.flatnonzero(alive)
             self._W = {key: (W, deg, topologies.spectral_gap(W[np.ix_(keep, keep)]) if len(keep) else 0.0)}

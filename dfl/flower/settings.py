@@ -25,7 +25,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..config import CENTRALIZED, Config, parse_overrides
+from ..config import Config, parse_overrides
 from ..errors import ConfigError
 
 #: The app's root: the repository checkout, or the installed FAB holding dfl/ and experiments/.
@@ -97,11 +97,12 @@ def leaves_num_clients_open(raw: Mapping[str, Any]) -> bool:
 
 def check_supported(cfg: Config) -> Config:
     """Reject what the Flower runtime does not do (yet), with a one-line reason."""
+    from ..algorithms import ALGORITHMS
     from ..simulation import resolve
 
     cfg = resolve(cfg)
     name = cfg.algorithm.name
-    if name in CENTRALIZED and name not in STRATEGY_ALGORITHMS:
+    if ALGORITHMS[name].centralized and name not in STRATEGY_ALGORITHMS:
         raise ConfigError(f"algorithm.name: {name!r} is not available through Flower "
                           f"(centralized ones are {', '.join(STRATEGY_ALGORITHMS)}); use `dfl run`")
     faults = cfg.faults
