@@ -1,4 +1,5 @@
-"""The engine's in-place descent over stacked clients equals the pure per-client step bit for bit."""
+"""The engine's in-place descent (SGDStep.descend_) over stacked clients equals the pure per-client
+step bit for bit; the engine's three parts of a step compose to the pure step."""
 from __future__ import annotations
 
 import pytest
@@ -6,7 +7,7 @@ import torch
 from torch.func import functional_call, vmap
 
 from dfl import optim
-from dfl.optim.sgd import FunctionalSGD
+from dfl.optim import SGDStep
 
 HPARAMS = [dict(), dict(weight_decay=5e-4), dict(momentum=0.9, weight_decay=1e-3),
            dict(momentum=0.9, nesterov=True), dict(momentum=0.5, dampening=0.3, weight_decay=1e-2)]
@@ -22,7 +23,7 @@ def stacked(c: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("mask", [None, [True, False, True, True]])
 def test_descend_in_place_equals_pure_descend_per_client(hp, steps, mask):
     gen = torch.Generator().manual_seed(0)
-    opt = FunctionalSGD(**hp)
+    opt = SGDStep(**hp)
     params, grads = stacked(4, gen), stacked(4, gen)
     bufs = stacked(4, gen) if opt.momentum else {}
     state = {"momentum_buffer": bufs, "step": torch.tensor(STEPS[steps])}
@@ -49,7 +50,7 @@ def test_descend_in_place_equals_pure_descend_per_client(hp, steps, mask):
 def test_descend_in_place_on_views_of_a_bank(hp):
     """The engine's case: the weights are column slices of the (c, d) bank (not contiguous)."""
     gen = torch.Generator().manual_seed(1)
-    opt = FunctionalSGD(**hp)
+    opt = SGDStep(**hp)
     bank = torch.randn(5, 3 * 4 + 4 + 7, generator=gen)
     params = {"w": bank[:, 2:14].view(5, 3, 4), "b": bank[:, 14:18]}
     grads = {"w": torch.randn(5, 3, 4, generator=gen), "b": torch.randn(5, 4, generator=gen)}
