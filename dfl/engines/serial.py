@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from .. import optim
 from ..algorithms import Correction
+from ..optim.shell import ShellHooks
 from .base import ENGINES, Trainer
 from .plan import autocast
 
@@ -30,8 +31,9 @@ def torch_optimizer(name: str, model: torch.nn.Module, *, lr: float, num_samples
 def closure(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
             index: Optional[torch.Tensor] = None, precision: str = "fp32") -> Callable[[], torch.Tensor]:
     """torch's closure for one step of a client: clear the gradients, cross-entropy plus the term
-    the optimizer asks for (``opt.loss_term``: SAF's and MESA's trajectory loss, TRAM's radius
-    measured; 0 for the others), backward; it returns the cross-entropy, detached
+    a dfl.optim optimizer asks for (``opt.loss_term``: SAF's and MESA's trajectory loss, TRAM's
+    radius measured; 0 for the others and for torch's own optimizers), backward; it returns the
+    cross-entropy, detached
     (the loss the functional optimizers report). ``precision`` bf16: the forward under autocast,
     the loss on logits of the weights' dtype (engine.precision)."""
     def run() -> torch.Tensor:
@@ -40,7 +42,8 @@ def closure(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor,
             logits = model(x)
         logits = logits.to(next(model.parameters()).dtype)  # bf16 logits back to the weights' dtype
         loss = F.cross_entropy(logits, y)
-        (loss + opt.loss_term(logits, x, index)).backward()
+        term = opt.loss_term(logits, x, index) if isinstance(opt, ShellHooks) else 0.0
+        (loss + term).backward()
         return loss.detach()
     return run
 

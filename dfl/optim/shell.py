@@ -83,7 +83,6 @@ class WrapperOptimizer(ShellHooks, torch.optim.Optimizer):
                 "base_optimizer: must be None, a torch.optim.Optimizer subclass or instance, "
                 f"got {base_optimizer!r}")
         self.param_groups = self.base_optimizer.param_groups
-        self.progress: Optional[Progress] = None
 
     def descent(self) -> torch.optim.Optimizer:
         return self.base_optimizer
