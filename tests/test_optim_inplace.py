@@ -7,6 +7,7 @@ import torch
 from torch.func import functional_call, vmap
 
 from dfl import optim
+from dfl.errors import ConfigError
 from dfl.optim import SGDStep
 
 HPARAMS = [dict(), dict(weight_decay=5e-4), dict(momentum=0.9, weight_decay=1e-3),
@@ -92,3 +93,24 @@ def test_gradient_descend_after_descent_compose_to_step(name, momentum):
         for k in params:
             torch.testing.assert_close(params[k], want_p[k], rtol=0, atol=0)
         torch.utils._pytree.tree_map(lambda a, b: torch.testing.assert_close(a, b, rtol=0, atol=0), state, want_s)
+
+
+@pytest.mark.parametrize("name", ["sgd", "sam", "asam", "gsam", "saf", "mesa", "tram"])
+def test_after_descent_is_declared_where_it_is_defined(name):
+    """The engines skip after_descent unless has_after_descent: a class that overrides it says so."""
+    cls = optim.OPTIMIZERS[name]
+    assert cls.has_after_descent == (cls.after_descent is not optim.FunctionalOptimizer.after_descent)
+    assert cls.has_after_descent == (name == "mesa")
+
+
+def test_a_method_takes_its_descent_step_as_a_value():
+    """make's flat keys == the method over an SGDStep; the base step's keys are every method's."""
+    base = SGDStep(momentum=0.9, nesterov=True, weight_decay=1e-3)
+    built = optim.functional.FunctionalSAM(rho=0.1, base=base)
+    made = optim.make("sam", rho=0.1, momentum=0.9, nesterov=True, weight_decay=1e-3)
+    assert made.base == base and made.rho == built.rho
+    assert repr(made) == repr(built) == f"FunctionalSAM(rho=0.1, base={base!r})"
+    for name in optim.OPTIMIZERS:
+        assert list(optim.hyperparameters(name))[:4] == ["momentum", "dampening", "nesterov", "weight_decay"]
+    with pytest.raises(ConfigError, match=r"^base: must be a SGDStep, got \{'momentum': 0.9\}$"):
+        optim.functional.FunctionalSAM(base={"momentum": 0.9})
