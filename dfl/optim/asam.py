@@ -24,7 +24,6 @@ import warnings
 from typing import Any, Collection, Iterable, Optional
 
 import torch
-from torch import Tensor
 
 from .base import OPTIMIZERS
 from .core import Params, Progress, check, check_number, global_norm, tree_axpy
