@@ -33,9 +33,8 @@ def closure(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor,
     """torch's closure for one step of a client: clear the gradients, cross-entropy plus the term
     a dfl.optim optimizer asks for (``opt.loss_term``: SAF's and MESA's trajectory loss, TRAM's
     radius measured; 0 for the others and for torch's own optimizers), backward; it returns the
-    cross-entropy, detached
-    (the loss the functional optimizers report). ``precision`` bf16: the forward under autocast,
-    the loss on logits of the weights' dtype (engine.precision)."""
+    cross-entropy, detached (the loss the functional optimizers report). ``precision`` bf16: the
+    forward under autocast, the loss on logits of the weights' dtype (engine.precision)."""
     def run() -> torch.Tensor:
         opt.zero_grad()
         with autocast(precision, x.device):
