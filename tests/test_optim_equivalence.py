@@ -20,6 +20,7 @@ CASES = {
     "gsam": dict(**SGD_HP, rho=0.1, alpha=0.3),
     "saf": dict(**SGD_HP, lam=0.5, tau=2.0, saf_epochs=1),
     "mesa": dict(**SGD_HP, lam=0.8, tau=2.0, ema_decay=0.7, warmup_steps=1),
+    "tram": dict(**SGD_HP, rho=0.3, lam=2.0),
 }
 
 
@@ -49,14 +50,21 @@ def make_class(name, model):
         return optim.SAF(model.parameters(), num_samples=N, num_classes=C, lr=LR, **hp)
     if name == "mesa":
         return optim.MESA(model, lr=LR, **hp)
+    if name == "tram":
+        return optim.TRAM(model, lr=LR, **hp)
     if name == "asam":  # names: T_w on the weight tensors only, as the functional form by key
         return optim.ASAM(model.named_parameters(), lr=LR, **hp)
     cls = {"sam": optim.SAM, "gsam": optim.GSAM}[name]
     return cls(model.parameters(), lr=LR, **hp)
 
 
-def class_run(name, model, x, y, order):
-    opt = make_class(name, model)
+def generic_class(name, model):
+    """What the serial engine builds: the registered functional class's torch.optim shell."""
+    return optim.make(name, **CASES[name]).torch_optimizer(model, lr=LR, num_samples=N, num_classes=C)
+
+
+def class_run(name, model, x, y, order, build=make_class):
+    opt = build(name, model)
     losses = []
     for idx in order:  # SAF / MESA terms added as the serial engine adds them
         losses.append(opt.step(closure(model, opt, x[idx], y[idx], idx)).item())
@@ -91,6 +99,18 @@ def test_class_equals_functional(name):
     assert moved > 1e-3
     # both report the cross-entropy (SAF's / MESA's trajectory term is added to the gradient only)
     torch.testing.assert_close(torch.stack(f_losses), torch.tensor(c_losses), rtol=1e-10, atol=0)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_registered_class_builds_its_shell_as_the_constructor_does(name):
+    x, y, order = data()
+    explicit, generic = mlp(), mlp()
+    assert type(generic_class(name, mlp())) is optim.OPTIMIZERS[name].shell is type(make_class(name, mlp()))
+    a = class_run(name, explicit, x, y, order)
+    b = class_run(name, generic, x, y, order, build=generic_class)
+    assert a == b
+    for p, q in zip(explicit.parameters(), generic.parameters()):
+        assert torch.equal(p, q)
 
 
 def stack(trees):

@@ -1,4 +1,5 @@
-"""The engine's in-place descent over stacked clients equals the pure per-client step bit for bit."""
+"""The engine's in-place descent (SGDStep.descend_) over stacked clients equals the pure per-client
+step bit for bit; the engine's three parts of a step compose to the pure step."""
 from __future__ import annotations
 
 import pytest
@@ -6,7 +7,8 @@ import torch
 from torch.func import functional_call, vmap
 
 from dfl import optim
-from dfl.optim.sgd import FunctionalSGD
+from dfl.errors import ConfigError
+from dfl.optim import SGDStep
 
 HPARAMS = [dict(), dict(weight_decay=5e-4), dict(momentum=0.9, weight_decay=1e-3),
            dict(momentum=0.9, nesterov=True), dict(momentum=0.5, dampening=0.3, weight_decay=1e-2)]
@@ -22,7 +24,7 @@ def stacked(c: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("mask", [None, [True, False, True, True]])
 def test_descend_in_place_equals_pure_descend_per_client(hp, steps, mask):
     gen = torch.Generator().manual_seed(0)
-    opt = FunctionalSGD(**hp)
+    opt = SGDStep(**hp)
     params, grads = stacked(4, gen), stacked(4, gen)
     bufs = stacked(4, gen) if opt.momentum else {}
     state = {"momentum_buffer": bufs, "step": torch.tensor(STEPS[steps])}
@@ -49,7 +51,7 @@ def test_descend_in_place_equals_pure_descend_per_client(hp, steps, mask):
 def test_descend_in_place_on_views_of_a_bank(hp):
     """The engine's case: the weights are column slices of the (c, d) bank (not contiguous)."""
     gen = torch.Generator().manual_seed(1)
-    opt = FunctionalSGD(**hp)
+    opt = SGDStep(**hp)
     bank = torch.randn(5, 3 * 4 + 4 + 7, generator=gen)
     params = {"w": bank[:, 2:14].view(5, 3, 4), "b": bank[:, 14:18]}
     grads = {"w": torch.randn(5, 3, 4, generator=gen), "b": torch.randn(5, 4, generator=gen)}
@@ -91,3 +93,24 @@ def test_gradient_descend_after_descent_compose_to_step(name, momentum):
         for k in params:
             torch.testing.assert_close(params[k], want_p[k], rtol=0, atol=0)
         torch.utils._pytree.tree_map(lambda a, b: torch.testing.assert_close(a, b, rtol=0, atol=0), state, want_s)
+
+
+@pytest.mark.parametrize("name", ["sgd", "sam", "asam", "gsam", "saf", "mesa", "tram"])
+def test_after_descent_is_declared_where_it_is_defined(name):
+    """The engines skip after_descent unless has_after_descent: a class that overrides it says so."""
+    cls = optim.OPTIMIZERS[name]
+    assert cls.has_after_descent == (cls.after_descent is not optim.FunctionalOptimizer.after_descent)
+    assert cls.has_after_descent == (name == "mesa")
+
+
+def test_a_method_takes_its_descent_step_as_a_value():
+    """make's flat keys == the method over an SGDStep; the base step's keys are every method's."""
+    base = SGDStep(momentum=0.9, nesterov=True, weight_decay=1e-3)
+    built = optim.functional.FunctionalSAM(rho=0.1, base=base)
+    made = optim.make("sam", rho=0.1, momentum=0.9, nesterov=True, weight_decay=1e-3)
+    assert made.base == base and made.rho == built.rho
+    assert repr(made) == repr(built) == f"FunctionalSAM(rho=0.1, base={base!r})"
+    for name in optim.OPTIMIZERS:
+        assert list(optim.hyperparameters(name))[:4] == ["momentum", "dampening", "nesterov", "weight_decay"]
+    with pytest.raises(ConfigError, match=r"^base: must be a SGDStep, got \{'momentum': 0.9\}$"):
+        optim.functional.FunctionalSAM(base={"momentum": 0.9})

@@ -13,55 +13,36 @@ import torch.nn.functional as F
 
 from .. import optim
 from ..algorithms import Correction
+from ..optim.shell import ShellHooks
 from .base import ENGINES, Trainer
 from .plan import autocast
 
 
 def torch_optimizer(name: str, model: torch.nn.Module, *, lr: float, num_samples: int,
                     num_classes: int, clip_grad_norm: float = 0.0, **hp: Any) -> torch.optim.Optimizer:
-    """The torch.optim class of optimizer `name` over a client's model (same hyperparameters).
-
-    ``clip_grad_norm`` goes to the descent step (dfl.optim.SGD, the base of every wrapper): the
-    direction it descends along is clipped, as the functional engines clip theirs. ASAM gets the
-    parameters with their names (T_w goes to the weight tensors, as the functional form keyed by
-    name); MESA and TRAM get the model."""
-    if clip_grad_norm:
-        hp = {**hp, "clip_grad_norm": clip_grad_norm}
-    if name in ("mesa", "tram"):
-        return {"mesa": optim.MESA, "tram": optim.TRAM}[name](model, lr=lr, **hp)
-    if name == "asam":
-        return optim.ASAM(model.named_parameters(), lr=lr, **hp)
-    if name == "saf":
-        return optim.SAF(model.parameters(), lr=lr, num_samples=num_samples, num_classes=num_classes, **hp)
-    classes = {"sgd": optim.SGD, "sam": optim.SAM, "gsam": optim.GSAM}
-    return classes[name](model.parameters(), lr=lr, **hp)
-
-
-def extra_loss(opt: torch.optim.Optimizer, logits: torch.Tensor, x: torch.Tensor,
-               index: torch.Tensor) -> torch.Tensor | float:
-    """The trajectory term SAF / MESA ask the closure to add (0 for the others)."""
-    if isinstance(opt, optim.SAF):
-        return opt.trajectory_loss(logits, index)
-    if isinstance(opt, optim.MESA):
-        return opt.trajectory_loss(logits, x)
-    if isinstance(opt, optim.TRAM):  # measures TRAM's radius; adds nothing to the loss
-        return opt.observe(logits, x)
-    return 0.0
+    """The torch.optim class of optimizer `name` over a client's model, with the same
+    hyperparameters as the functional form (built by the registered class, which knows its
+    shell and what the shell takes: ASAM the parameter names, MESA and TRAM the model, SAF the
+    size of its memory). ``clip_grad_norm`` clips the direction of the descent step."""
+    return optim.make(name, **hp).torch_optimizer(model, lr=lr, num_samples=num_samples,
+                                                  num_classes=num_classes, clip_grad_norm=clip_grad_norm)
 
 
 def closure(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
             index: Optional[torch.Tensor] = None, precision: str = "fp32") -> Callable[[], torch.Tensor]:
     """torch's closure for one step of a client: clear the gradients, cross-entropy plus the term
-    the optimizer asks for (:func:`extra_loss`), backward; it returns the cross-entropy, detached
-    (the loss the functional optimizers report). ``precision`` bf16: the forward under autocast,
-    the loss on logits of the weights' dtype (engine.precision)."""
+    a dfl.optim optimizer asks for (``opt.loss_term``: SAF's and MESA's trajectory loss, TRAM's
+    radius measured; 0 for the others and for torch's own optimizers), backward; it returns the
+    cross-entropy, detached (the loss the functional optimizers report). ``precision`` bf16: the
+    forward under autocast, the loss on logits of the weights' dtype (engine.precision)."""
     def run() -> torch.Tensor:
         opt.zero_grad()
         with autocast(precision, x.device):
             logits = model(x)
         logits = logits.to(next(model.parameters()).dtype)  # bf16 logits back to the weights' dtype
         loss = F.cross_entropy(logits, y)
-        (loss + extra_loss(opt, logits, x, index)).backward()
+        term = opt.loss_term(logits, x, index) if isinstance(opt, ShellHooks) else 0.0
+        (loss + term).backward()
         return loss.detach()
     return run
 
@@ -95,12 +76,10 @@ class SerialTrainer(Trainer):
             opt = self._client(int(i), lr, fresh=self.local.reset_state)[1]
             for group in opt.param_groups:
                 group["lr"] = lr
-            if hasattr(opt, "begin_round"):
-                opt.begin_round()
-            if hasattr(opt, "set_progress"):  # methods that follow the run (GSAM's rho_t, MESA's warm-up)
-                opt.set_progress(progress)
+            opt.begin_round()  # MESA's teacher, TRAM's reference: the round-start weights
+            opt.set_progress(progress)  # methods that follow the run (GSAM's rho_t, MESA's warm-up)
             local, glob = self.data.batches(np.array([i]), round_, int(steps[i]))
-            descent = getattr(opt, "base_optimizer", opt)  # the SGD step every method ends with
+            descent = opt.descent()  # the SGD step every method ends with
             descent.correction = None
             if correction is not None:
                 d = correction.direction

@@ -28,7 +28,6 @@ from torch.utils._pytree import tree_leaves, tree_map
 from .. import optim
 from ..algorithms import Correction
 from ..errors import ConfigError
-from ..optim.sgd import FunctionalSGD
 from . import malloc, plan
 from .base import ENGINES, Trainer, host_to_device
 
@@ -152,12 +151,11 @@ class VectorizedTrainer(Trainer):
 
         # a step = gradient (vmapped over the chunk, or of one client), then the SGD descent in
         # place on the bank's rows (elementwise, no vmap), then after_descent where the optimizer
-        # has one (MESA)
+        # declares one (MESA)
         self._one_gradient = client_gradient
         self._gradient = vmap(client_gradient)
-        has_after = type(opt).after_descent is not FunctionalSGD.after_descent
-        self._after_one = opt.after_descent if has_after else None
-        self._after = vmap(opt.after_descent) if has_after else None
+        self._after_one = opt.after_descent if opt.has_after_descent else None
+        self._after = vmap(opt.after_descent) if opt.has_after_descent else None
         self._begin = vmap(opt.begin_round)
 
     def _plan(self, state_numel: int) -> None:

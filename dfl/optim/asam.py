@@ -24,9 +24,10 @@ import warnings
 from typing import Any, Collection, Iterable, Optional
 
 import torch
-from torch import Tensor
 
-from .base import OPTIMIZERS, Params, Progress, check, check_number, global_norm, tree_axpy
+from .base import OPTIMIZERS
+from .core import Params, Progress, check, check_number, global_norm, tree_axpy
+from .descent import SGDStep
 from .sam import SAM, FunctionalSAM, check_rho
 
 ASAM_EPS = 1e-16
@@ -56,38 +57,6 @@ def check_eta(eta: Any) -> float:
 def check_adaptive_bias(adaptive_bias: Any) -> bool:
     check("adaptive_bias", isinstance(adaptive_bias, bool), "a bool", adaptive_bias)
     return adaptive_bias
-
-
-@OPTIMIZERS.register("asam")
-class FunctionalASAM(FunctionalSAM):
-    """Functional ASAM over SGD; ``params`` keys are the parameter names.
-
-    Args:
-        rho: radius >= 0 in the normalised coordinates (default 0.5).
-        eta: offset of T_w = |w| + eta, >= 0 (default 0.01).
-        adaptive_bias: False (default): T_w on the tensors named ``*weight*`` only, T_w = 1 on
-            the others (the reference); True: T_w on every tensor.
-        momentum, dampening, nesterov, weight_decay: of the base SGD step.
-    """
-
-    name = "asam"
-    label = "ASAM"
-    sam_family = True
-
-    def __init__(self, *, momentum: float = 0.0, dampening: float = 0.0, nesterov: bool = False,
-                 weight_decay: float = 0.0, rho: float = 0.5, eta: float = 0.01,
-                 adaptive_bias: bool = False):
-        super().__init__(momentum=momentum, dampening=dampening, nesterov=nesterov,
-                         weight_decay=weight_decay, rho=rho)
-        self.eta = check_eta(eta)
-        self.adaptive_bias = check_adaptive_bias(adaptive_bias)
-
-    def perturbation(self, params: Params, grads: Params) -> Params:
-        scaled = None if self.adaptive_bias else [k for k in params if is_weight(k)]
-        return asam_perturbation(params, grads, self.rho, self.eta, scaled)
-
-    def ascent(self, params: Params, grads: Params, progress: Optional[Progress] = None) -> Params:
-        return tree_axpy(1.0, self.perturbation(params, grads), params)
 
 
 def named(params: Any) -> tuple[Any, dict[int, str]]:
@@ -158,3 +127,40 @@ class ASAM(SAM):
         scaled = None if self.adaptive_bias else [
             k for k in params if k not in self.names_by_key or is_weight(self.names_by_key[k])]
         return asam_perturbation(params, grads, self.rho, self.eta, scaled)
+
+
+@OPTIMIZERS.register("asam")
+class FunctionalASAM(FunctionalSAM):
+    """Functional ASAM: SAM's rule in the normalised coordinates; ``params`` keys are the
+    parameter names.
+
+    Args:
+        rho: radius >= 0 in the normalised coordinates (default 0.5).
+        eta: offset of T_w = |w| + eta, >= 0 (default 0.01).
+        adaptive_bias: False (default): T_w on the tensors named ``*weight*`` only, T_w = 1 on
+            the others (the reference); True: T_w on every tensor.
+        base: the descent step (default ``SGDStep()``).
+    """
+
+    name = "asam"
+    label = "ASAM"
+    sam_family = True
+    shell = ASAM
+
+    def __init__(self, *, rho: float = 0.5, eta: float = 0.01, adaptive_bias: bool = False,
+                 base: Optional[SGDStep] = None):
+        super().__init__(rho=rho, base=base)
+        self.eta = check_eta(eta)
+        self.adaptive_bias = check_adaptive_bias(adaptive_bias)
+
+    def perturbation(self, params: Params, grads: Params) -> Params:
+        scaled = None if self.adaptive_bias else [k for k in params if is_weight(k)]
+        return asam_perturbation(params, grads, self.rho, self.eta, scaled)
+
+    def ascent(self, params: Params, grads: Params, progress: Optional[Progress] = None) -> Params:
+        return tree_axpy(1.0, self.perturbation(params, grads), params)
+
+    def shell_inputs(self, model: torch.nn.Module, *, num_samples: int,
+                     num_classes: int) -> tuple[Any, dict[str, Any]]:
+        """The parameters with their names: T_w goes to the weight tensors, as here by key."""
+        return model.named_parameters(), {}

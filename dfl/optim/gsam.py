@@ -31,7 +31,9 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Optional
 
-from .base import EPS, OPTIMIZERS, Params, Progress, check, check_number, global_norm, tree_dot
+from .base import OPTIMIZERS
+from .core import EPS, Params, Progress, check, check_number, global_norm, tree_dot
+from .descent import SGDStep
 from .sam import SAM, FunctionalSAM, check_rho, sam_ascent, sam_perturbation
 
 
@@ -68,37 +70,6 @@ def check_rho_min(rho_min: Any, rho: float) -> Optional[float]:
     return float(rho_min)
 
 
-@OPTIMIZERS.register("gsam")
-class FunctionalGSAM(FunctionalSAM):
-    """Functional GSAM over SGD.
-
-    Args:
-        rho: perturbation radius at the peak learning rate, >= 0 (default 0.05).
-        alpha: weight of the surrogate-gap ascent, >= 0 (default 0.4; 0 gives SAM).
-        rho_min: radius at learning rate 0, in [0, rho]; rho_t follows the round's learning
-            rate linearly in between. None (default): rho_t = rho.
-        momentum, dampening, nesterov, weight_decay: of the base SGD step.
-    """
-
-    name = "gsam"
-    label = "GSAM"
-    sam_family = True
-
-    def __init__(self, *, momentum: float = 0.0, dampening: float = 0.0, nesterov: bool = False,
-                 weight_decay: float = 0.0, rho: float = 0.05, alpha: float = 0.4,
-                 rho_min: Optional[float] = None):
-        super().__init__(momentum=momentum, dampening=dampening, nesterov=nesterov,
-                         weight_decay=weight_decay, rho=rho)
-        self.alpha = check_alpha(alpha)
-        self.rho_min = check_rho_min(rho_min, self.rho)
-
-    def ascent(self, params: Params, grads: Params, progress: Optional[Progress] = None) -> Params:
-        return sam_ascent(params, grads, gsam_rho(self.rho, self.rho_min, progress))
-
-    def direction(self, g: Params, g_p: Params) -> Params:
-        return gsam_direction(g, g_p, self.alpha)
-
-
 class GSAM(SAM):
     """GSAM wrapping a base optimizer (shell over :func:`gsam_direction` and :func:`gsam_rho`).
 
@@ -133,6 +104,37 @@ class GSAM(SAM):
 
     def perturbation(self, params: Params, grads: Params) -> Params:
         return sam_perturbation(grads, self.rho_t())
+
+    def direction(self, g: Params, g_p: Params) -> Params:
+        return gsam_direction(g, g_p, self.alpha)
+
+
+@OPTIMIZERS.register("gsam")
+class FunctionalGSAM(FunctionalSAM):
+    """Functional GSAM: SAM's rule with the surrogate-gap direction and a radius that follows
+    the learning rate.
+
+    Args:
+        rho: perturbation radius at the peak learning rate, >= 0 (default 0.05).
+        alpha: weight of the surrogate-gap ascent, >= 0 (default 0.4; 0 gives SAM).
+        rho_min: radius at learning rate 0, in [0, rho]; rho_t follows the round's learning
+            rate linearly in between. None (default): rho_t = rho.
+        base: the descent step (default ``SGDStep()``).
+    """
+
+    name = "gsam"
+    label = "GSAM"
+    sam_family = True
+    shell = GSAM
+
+    def __init__(self, *, rho: float = 0.05, alpha: float = 0.4, rho_min: Optional[float] = None,
+                 base: Optional[SGDStep] = None):
+        super().__init__(rho=rho, base=base)
+        self.alpha = check_alpha(alpha)
+        self.rho_min = check_rho_min(rho_min, self.rho)
+
+    def ascent(self, params: Params, grads: Params, progress: Optional[Progress] = None) -> Params:
+        return sam_ascent(params, grads, gsam_rho(self.rho, self.rho_min, progress))
 
     def direction(self, g: Params, g_p: Params) -> Params:
         return gsam_direction(g, g_p, self.alpha)

@@ -42,10 +42,11 @@ from typing import Any, Callable, Optional
 import torch
 from torch import Tensor
 
-from .base import OPTIMIZERS, Objective, Params, Progress, State, check, check_number, loss_and_grad
+from .base import OPTIMIZERS, FunctionalOptimizer
+from .core import Objective, Params, Progress, State, check, check_number, loss_and_grad
+from .descent import SGDStep
 from .losses import kl_trajectory_loss
 from .saf import check_warmup_rounds, validate_trajectory, warmed_up
-from .sgd import FunctionalSGD
 from .shell import WrapperOptimizer
 
 
@@ -63,62 +64,6 @@ def validate_mesa(ema_decay: Any, warmup_steps: Any, warmup_rounds: Any) -> tupl
 
 def copy(params: Params) -> Params:
     return {k: v.detach().clone() for k, v in params.items()}
-
-
-@OPTIMIZERS.register("mesa")
-class FunctionalMESA(FunctionalSGD):
-    """Functional MESA over SGD.
-
-    Args:
-        lam: weight of the trajectory loss, >= 0 (default 0.8).
-        tau: softmax temperature, > 0 (default 5).
-        ema_decay: decay of the teacher's weight average in [0, 1) (default 0.9, see above).
-        warmup_steps: first steps of the optimizer state without the KL term (default 0).
-        warmup_rounds: rounds without the KL term (default 0).
-        momentum, dampening, nesterov, weight_decay: of the base SGD step.
-
-    State: SGD's plus ``ema`` (the teacher, a copy of the params' structure), set to the
-    params by :meth:`init` and :meth:`begin_round`.
-    """
-
-    name = "mesa"
-    label = "MESA"
-    sam_family = True
-
-    def __init__(self, *, momentum: float = 0.0, dampening: float = 0.0, nesterov: bool = False,
-                 weight_decay: float = 0.0, lam: float = 0.8, tau: float = 5.0,
-                 ema_decay: float = 0.9, warmup_steps: int = 0, warmup_rounds: int = 0):
-        super().__init__(momentum=momentum, dampening=dampening, nesterov=nesterov,
-                         weight_decay=weight_decay)
-        self.lam, self.tau = validate_trajectory(lam, tau)
-        self.ema_decay, self.warmup_steps, self.warmup_rounds = validate_mesa(
-            ema_decay, warmup_steps, warmup_rounds)
-
-    def init(self, params: Params, *, num_samples: int = 0, num_classes: int = 0) -> State:
-        return {**super().init(params), "ema": copy(params)}
-
-    def begin_round(self, params: Params, state: State) -> State:
-        """The teacher restarts at the round-start model."""
-        return {**state, "ema": copy(params)}
-
-    def gradient(self, params: Params, state: State, obj: Objective,
-                 progress: Optional[Progress] = None) -> tuple[Params, State, Tensor]:
-        if not warmed_up(progress, self.warmup_rounds):  # no teacher forward in the warm-up rounds
-            grads, loss, _ = loss_and_grad(obj, params)
-            return grads, state, loss
-        ref = obj.forward(state["ema"]).detach()
-        on = (state["step"] >= self.warmup_steps).to(ref.dtype)
-        weight = on * self.lam
-
-        def trajectory(logits: Tensor) -> Tensor:
-            return weight * kl_trajectory_loss(logits, ref, self.tau, obj.weight)
-
-        grads, loss, _ = loss_and_grad(obj, params, trajectory)
-        return grads, state, loss
-
-    def after_descent(self, params: Params, state: State) -> State:
-        """The EMA teacher moves towards the new weights."""
-        return {**state, "ema": ema_update(state["ema"], params, self.ema_decay)}
 
 
 class MESA(WrapperOptimizer):
@@ -179,6 +124,10 @@ class MESA(WrapperOptimizer):
             ref = torch.func.functional_call(self.model, self.ema(), (inputs,))
         return self.lam * kl_trajectory_loss(logits, ref, self.tau, weight)
 
+    def loss_term(self, logits: Tensor, inputs: Tensor, index: Optional[Tensor] = None) -> Tensor:
+        """:meth:`trajectory_loss` of the batch (the serial engine's closure term)."""
+        return self.trajectory_loss(logits, inputs)
+
     @torch.no_grad()
     def step(self, closure: Optional[Callable[[], Tensor]] = None) -> Optional[Tensor]:
         loss = None if closure is None else self.run_closure(closure, "MESA")
@@ -188,3 +137,65 @@ class MESA(WrapperOptimizer):
             self.state[p]["ema"] = new[n]
         self.state["mesa"]["step"] += 1
         return loss
+
+
+@OPTIMIZERS.register("mesa")
+class FunctionalMESA(FunctionalOptimizer):
+    """Functional MESA: the gradient of CE + the trajectory loss to an EMA teacher, descended
+    along by the base step; the teacher moves after every descent.
+
+    Args:
+        lam: weight of the trajectory loss, >= 0 (default 0.8).
+        tau: softmax temperature, > 0 (default 5).
+        ema_decay: decay of the teacher's weight average in [0, 1) (default 0.9, see above).
+        warmup_steps: first steps of the optimizer state without the KL term (default 0).
+        warmup_rounds: rounds without the KL term (default 0).
+        base: the descent step (default ``SGDStep()``).
+
+    State: the base step's plus ``ema`` (the teacher, a copy of the params' structure), set to
+    the params by :meth:`init` and :meth:`begin_round`.
+    """
+
+    name = "mesa"
+    label = "MESA"
+    sam_family = True
+    shell = MESA
+    has_after_descent = True
+
+    def __init__(self, *, lam: float = 0.8, tau: float = 5.0, ema_decay: float = 0.9,
+                 warmup_steps: int = 0, warmup_rounds: int = 0, base: Optional[SGDStep] = None):
+        super().__init__(base=base)
+        self.lam, self.tau = validate_trajectory(lam, tau)
+        self.ema_decay, self.warmup_steps, self.warmup_rounds = validate_mesa(
+            ema_decay, warmup_steps, warmup_rounds)
+
+    def init(self, params: Params, *, num_samples: int = 0, num_classes: int = 0) -> State:
+        return {**self.base.init(params), "ema": copy(params)}
+
+    def begin_round(self, params: Params, state: State) -> State:
+        """The teacher restarts at the round-start model."""
+        return {**state, "ema": copy(params)}
+
+    def gradient(self, params: Params, state: State, obj: Objective,
+                 progress: Optional[Progress] = None) -> tuple[Params, State, Tensor]:
+        if not warmed_up(progress, self.warmup_rounds):  # no teacher forward in the warm-up rounds
+            grads, loss, _ = loss_and_grad(obj, params)
+            return grads, state, loss
+        ref = obj.forward(state["ema"]).detach()
+        on = (state["step"] >= self.warmup_steps).to(ref.dtype)
+        weight = on * self.lam
+
+        def trajectory(logits: Tensor) -> Tensor:
+            return weight * kl_trajectory_loss(logits, ref, self.tau, obj.weight)
+
+        grads, loss, _ = loss_and_grad(obj, params, trajectory)
+        return grads, state, loss
+
+    def after_descent(self, params: Params, state: State) -> State:
+        """The EMA teacher moves towards the new weights."""
+        return {**state, "ema": ema_update(state["ema"], params, self.ema_decay)}
+
+    def shell_inputs(self, model: torch.nn.Module, *, num_samples: int,
+                     num_classes: int) -> tuple[Any, dict[str, Any]]:
+        """The model (its teacher's outputs come from ``functional_call`` of it)."""
+        return model, {}

@@ -36,9 +36,10 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError
-from .base import OPTIMIZERS, Objective, Params, Progress, State, check, check_number, loss_and_grad
+from .base import OPTIMIZERS, FunctionalOptimizer
+from .core import Objective, Params, Progress, State, check, check_number, loss_and_grad
+from .descent import SGDStep
 from .losses import kl_trajectory_loss
-from .sgd import FunctionalSGD
 from .shell import WrapperOptimizer
 
 
@@ -96,55 +97,6 @@ def check_epochs(saf_epochs: Any) -> int:
     return saf_epochs
 
 
-@OPTIMIZERS.register("saf")
-class FunctionalSAF(FunctionalSGD):
-    """Functional SAF over SGD.
-
-    Args:
-        lam: weight of the trajectory loss, >= 0 (default 0.3).
-        tau: softmax temperature, > 0 (default 5).
-        saf_epochs: E, how many visits back the reference outputs are taken (default 3).
-        warmup_rounds: rounds without the KL term (the authors' kl_start_epoch; default 0).
-        momentum, dampening, nesterov, weight_decay: of the base SGD step.
-
-    ``init`` needs ``num_samples`` (shard size; ``obj.index`` < num_samples) and ``num_classes``.
-    State: SGD's plus ``memory`` (N, E, C) and ``count`` (N,).
-    """
-
-    name = "saf"
-    label = "SAF"
-    sam_family = True
-
-    def __init__(self, *, momentum: float = 0.0, dampening: float = 0.0, nesterov: bool = False,
-                 weight_decay: float = 0.0, lam: float = 0.3, tau: float = 5.0, saf_epochs: int = 3,
-                 warmup_rounds: int = 0):
-        super().__init__(momentum=momentum, dampening=dampening, nesterov=nesterov,
-                         weight_decay=weight_decay)
-        self.lam, self.tau = validate_trajectory(lam, tau)
-        self.saf_epochs = check_epochs(saf_epochs)
-        self.warmup_rounds = check_warmup_rounds(warmup_rounds)
-
-    def init(self, params: Params, *, num_samples: int = 0, num_classes: int = 0) -> State:
-        like = next(iter(params.values()))
-        return {**super().init(params),
-                **saf_memory(num_samples, num_classes, self.saf_epochs, like)}
-
-    def gradient(self, params: Params, state: State, obj: Objective,
-                 progress: Optional[Progress] = None) -> tuple[Params, State, Tensor]:
-        if obj.index is None:
-            raise ConfigError("saf: the objective needs sample ids (Objective.index), got None")
-        ref, valid = saf_read(state["memory"], state["count"], obj.index)
-        mask = valid if obj.weight is None else valid * obj.weight
-
-        def trajectory(logits: Tensor) -> Tensor:
-            return self.lam * kl_trajectory_loss(logits, ref, self.tau, mask)
-
-        on = warmed_up(progress, self.warmup_rounds)
-        grads, loss, logits = loss_and_grad(obj, params, trajectory if on else None)
-        memory, count = saf_write(state["memory"], state["count"], obj.index, logits)
-        return grads, {**state, "memory": memory, "count": count}, loss
-
-
 class SAF(WrapperOptimizer):
     """SAF wrapping a base optimizer: add :meth:`trajectory_loss` to the loss in the closure.
 
@@ -195,6 +147,10 @@ class SAF(WrapperOptimizer):
             return logits.new_zeros(())
         return self.lam * kl_trajectory_loss(logits, ref, self.tau, mask)
 
+    def loss_term(self, logits: Tensor, inputs: Tensor, index: Optional[Tensor] = None) -> Tensor:
+        """:meth:`trajectory_loss` of the batch's sample ids (the serial engine's closure term)."""
+        return self.trajectory_loss(logits, index)
+
     @torch.no_grad()
     def step(self, closure: Optional[Callable[[], Tensor]] = None) -> Optional[Tensor]:
         loss = None if closure is None else self.run_closure(closure, "SAF")
@@ -204,3 +160,56 @@ class SAF(WrapperOptimizer):
             mem["memory"], mem["count"] = saf_write(mem["memory"], mem["count"], *self._seen)
             self._seen = None
         return loss
+
+
+@OPTIMIZERS.register("saf")
+class FunctionalSAF(FunctionalOptimizer):
+    """Functional SAF: the gradient of CE + the trajectory loss, descended along by the base step.
+
+    Args:
+        lam: weight of the trajectory loss, >= 0 (default 0.3).
+        tau: softmax temperature, > 0 (default 5).
+        saf_epochs: E, how many visits back the reference outputs are taken (default 3).
+        warmup_rounds: rounds without the KL term (the authors' kl_start_epoch; default 0).
+        base: the descent step (default ``SGDStep()``).
+
+    ``init`` needs ``num_samples`` (shard size; ``obj.index`` < num_samples) and ``num_classes``.
+    State: the base step's plus ``memory`` (N, E, C) and ``count`` (N,).
+    """
+
+    name = "saf"
+    label = "SAF"
+    sam_family = True
+    shell = SAF
+
+    def __init__(self, *, lam: float = 0.3, tau: float = 5.0, saf_epochs: int = 3,
+                 warmup_rounds: int = 0, base: Optional[SGDStep] = None):
+        super().__init__(base=base)
+        self.lam, self.tau = validate_trajectory(lam, tau)
+        self.saf_epochs = check_epochs(saf_epochs)
+        self.warmup_rounds = check_warmup_rounds(warmup_rounds)
+
+    def init(self, params: Params, *, num_samples: int = 0, num_classes: int = 0) -> State:
+        like = next(iter(params.values()))
+        return {**self.base.init(params),
+                **saf_memory(num_samples, num_classes, self.saf_epochs, like)}
+
+    def gradient(self, params: Params, state: State, obj: Objective,
+                 progress: Optional[Progress] = None) -> tuple[Params, State, Tensor]:
+        if obj.index is None:
+            raise ConfigError("saf: the objective needs sample ids (Objective.index), got None")
+        ref, valid = saf_read(state["memory"], state["count"], obj.index)
+        mask = valid if obj.weight is None else valid * obj.weight
+
+        def trajectory(logits: Tensor) -> Tensor:
+            return self.lam * kl_trajectory_loss(logits, ref, self.tau, mask)
+
+        on = warmed_up(progress, self.warmup_rounds)
+        grads, loss, logits = loss_and_grad(obj, params, trajectory if on else None)
+        memory, count = saf_write(state["memory"], state["count"], obj.index, logits)
+        return grads, {**state, "memory": memory, "count": count}, loss
+
+    def shell_inputs(self, model: torch.nn.Module, *, num_samples: int,
+                     num_classes: int) -> tuple[Any, dict[str, Any]]:
+        """The parameters, and the size of the logits memory."""
+        return model.parameters(), dict(num_samples=num_samples, num_classes=num_classes)

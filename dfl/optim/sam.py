@@ -7,8 +7,10 @@ Update rule (g = grad L(w), all parameters flattened together)::
     w   <- base_step(w, g_p)                 # SGD (momentum, weight decay at w) along g_p
 
 The reported loss is L(w) at the unperturbed weights. Reference code: davda54/sam.
-ASAM and GSAM (asam.py, gsam.py) reuse this step and change ``ascent`` / ``perturbation`` (the
-radius, ASAM's scaling) or ``direction``.
+SAM is a gradient rule over a base step taken as a value (``base``: an SGDStep; the torch.optim
+class: any ``base_optimizer``), as optax writes SAM as a combinator over a base optimizer.
+ASAM, GSAM and TRAM (asam.py, gsam.py, tram.py) reuse this rule and change ``ascent`` /
+``perturbation`` (the radius, ASAM's scaling) or ``direction``.
 """
 from __future__ import annotations
 
@@ -17,19 +19,9 @@ from typing import Any, Callable, Iterable, Optional
 import torch
 from torch import Tensor
 
-from .base import (
-    EPS,
-    OPTIMIZERS,
-    Objective,
-    Params,
-    Progress,
-    State,
-    check,
-    check_number,
-    global_norm,
-    loss_and_grad,
-)
-from .sgd import FunctionalSGD
+from .base import OPTIMIZERS, FunctionalOptimizer
+from .core import EPS, Objective, Params, Progress, State, check, check_number, global_norm, loss_and_grad
+from .descent import SGDStep
 from .shell import WrapperOptimizer
 
 
@@ -48,46 +40,6 @@ def sam_ascent(params: Params, grads: Params, rho: Any) -> Params:
 def check_rho(rho: Any) -> float:
     check("rho", check_number("rho", rho) >= 0, ">= 0", rho)
     return float(rho)
-
-
-@OPTIMIZERS.register("sam")
-class FunctionalSAM(FunctionalSGD):
-    """Functional SAM over SGD.
-
-    Args:
-        rho: radius of the perturbation ball, >= 0 (default 0.05; 0 gives plain SGD).
-        momentum, dampening, nesterov, weight_decay: of the base SGD step.
-
-    State: that of :class:`FunctionalSGD`. Two gradient evaluations per step.
-    """
-
-    name = "sam"
-    label = "SAM"
-    sam_family = True
-
-    def __init__(self, *, momentum: float = 0.0, dampening: float = 0.0, nesterov: bool = False,
-                 weight_decay: float = 0.0, rho: float = 0.05):
-        super().__init__(momentum=momentum, dampening=dampening, nesterov=nesterov,
-                         weight_decay=weight_decay)
-        self.rho = check_rho(rho)
-
-    def perturbation(self, params: Params, grads: Params) -> Params:
-        return sam_perturbation(grads, self.rho)
-
-    def ascent(self, params: Params, grads: Params, progress: Optional[Progress] = None) -> Params:
-        """The perturbed weights w + e where the second gradient is taken (``progress``: where
-        the run stands, for radii that follow it, as GSAM's)."""
-        return sam_ascent(params, grads, self.rho)
-
-    def direction(self, g: Params, g_p: Params) -> Params:
-        """Descent direction from the unperturbed (g) and perturbed (g_p) gradients."""
-        return g_p
-
-    def gradient(self, params: Params, state: State, obj: Objective,
-                 progress: Optional[Progress] = None) -> tuple[Params, State, Tensor]:
-        g, loss, _ = loss_and_grad(obj, params)
-        g_p, _, _ = loss_and_grad(obj, self.ascent(params, g, progress))
-        return self.direction(g, g_p), state, loss
 
 
 class SAM(WrapperOptimizer):
@@ -141,3 +93,42 @@ class SAM(WrapperOptimizer):
             p.grad = d[k]
         self.base_optimizer.step()
         return loss
+
+
+@OPTIMIZERS.register("sam")
+class FunctionalSAM(FunctionalOptimizer):
+    """Functional SAM: the gradient at the perturbed weights, descended along by the base step.
+
+    Args:
+        rho: radius of the perturbation ball, >= 0 (default 0.05; 0 gives plain SGD).
+        base: the descent step (default ``SGDStep()``).
+
+    State: the base step's. Two gradient evaluations per step.
+    """
+
+    name = "sam"
+    label = "SAM"
+    sam_family = True
+    shell = SAM
+
+    def __init__(self, *, rho: float = 0.05, base: Optional[SGDStep] = None):
+        super().__init__(base=base)
+        self.rho = check_rho(rho)
+
+    def perturbation(self, params: Params, grads: Params) -> Params:
+        return sam_perturbation(grads, self.rho)
+
+    def ascent(self, params: Params, grads: Params, progress: Optional[Progress] = None) -> Params:
+        """The perturbed weights w + e where the second gradient is taken (``progress``: where
+        the run stands, for radii that follow it, as GSAM's)."""
+        return sam_ascent(params, grads, self.rho)
+
+    def direction(self, g: Params, g_p: Params) -> Params:
+        """Descent direction from the unperturbed (g) and perturbed (g_p) gradients."""
+        return g_p
+
+    def gradient(self, params: Params, state: State, obj: Objective,
+                 progress: Optional[Progress] = None) -> tuple[Params, State, Tensor]:
+        g, loss, _ = loss_and_grad(obj, params)
+        g_p, _, _ = loss_and_grad(obj, self.ascent(params, g, progress))
+        return self.direction(g, g_p), state, loss

@@ -10,7 +10,7 @@ import math
 from typing import Callable, Optional
 
 from ..registry import Registry
-from .base import check, check_lr, check_number
+from .core import check, check_lr, check_number
 
 Schedule = Callable[[int], float]
 

@@ -1,7 +1,8 @@
-"""Shared shell of the torch.optim classes that wrap a base optimizer (SAM family, SAF, MESA).
+"""What the torch.optim classes share: the hooks the serial engine calls, and the shell of the
+classes that wrap a base optimizer (SAM family, SAF, MESA).
 
-Only plumbing lives here (base optimizer resolution, gathering params and grads into dicts,
-state_dict); the math is in the pure helpers of each method's module.
+Only plumbing lives here (the hooks' defaults, base optimizer resolution, gathering params and
+grads into dicts, state_dict); the math is in the pure helpers of each method's module.
 """
 from __future__ import annotations
 
@@ -11,10 +12,38 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError
-from .base import Params, Progress
+from .core import Params, Progress
 
 
-class WrapperOptimizer(torch.optim.Optimizer):
+class ShellHooks:
+    """The calls the serial engine makes on a client's torch.optim optimizer besides ``step``,
+    with the defaults of plain SGD; a method's shell overrides what it uses."""
+
+    #: Where the run stands, set by :meth:`set_progress`; None: at the peak lr, in round 0.
+    progress: Optional[Progress] = None
+
+    def set_progress(self, progress: Optional[Progress]) -> None:
+        """Where the run stands (this round's lr, the peak lr, the round), for the methods whose
+        step depends on it (GSAM's rho_t, SAF's and MESA's warm-up rounds); the serial engine
+        calls it at the start of every round."""
+        self.progress = progress
+
+    def begin_round(self) -> None:
+        """Called at the start of every round, after the round-start weights are loaded (MESA's
+        teacher and TRAM's reference move there); nothing by default."""
+
+    def loss_term(self, logits: Tensor, inputs: Tensor, index: Optional[Tensor] = None) -> Tensor | float:
+        """What the closure adds to the cross-entropy of the batch ``inputs`` (sample ids
+        ``index``) with outputs ``logits``: SAF's and MESA's trajectory loss; TRAM measures its
+        radius there and adds 0. 0 by default."""
+        return 0.0
+
+    def descent(self) -> torch.optim.Optimizer:
+        """The optimizer that takes the descent step (the engine sets its ``correction``)."""
+        return self
+
+
+class WrapperOptimizer(ShellHooks, torch.optim.Optimizer):
     """A torch.optim.Optimizer that owns a base optimizer and shares its param groups.
 
     Args:
@@ -54,13 +83,9 @@ class WrapperOptimizer(torch.optim.Optimizer):
                 "base_optimizer: must be None, a torch.optim.Optimizer subclass or instance, "
                 f"got {base_optimizer!r}")
         self.param_groups = self.base_optimizer.param_groups
-        self.progress: Optional[Progress] = None
 
-    def set_progress(self, progress: Optional[Progress]) -> None:
-        """Where the run stands (this round's lr, the peak lr, the round), for the methods whose
-        step depends on it (GSAM's rho_t, SAF's and MESA's warm-up rounds); the serial engine
-        calls it at the start of every round. None (never set): at the peak lr, in round 0."""
-        self.progress = progress
+    def descent(self) -> torch.optim.Optimizer:
+        return self.base_optimizer
 
     def params_with_grad(self) -> dict[str, Tensor]:
         """All parameters that have a gradient, keyed ``"<group>.<index>"`` (stable order)."""

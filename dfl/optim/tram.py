@@ -51,7 +51,9 @@ from typing import Any, Callable, Optional
 import torch
 from torch import Tensor
 
-from .base import OPTIMIZERS, Objective, Params, Progress, State, check, check_number, loss_and_grad
+from .base import OPTIMIZERS
+from .core import Objective, Params, Progress, State, check, check_number, loss_and_grad
+from .descent import SGDStep
 from .losses import kl_trajectory_loss
 from .sam import SAM, FunctionalSAM, check_rho, sam_ascent, sam_perturbation
 
@@ -71,47 +73,6 @@ def validate_tram(rho: Any, lam: Any, tau: Any) -> tuple[float, float, float]:
     check("lam", check_number("lam", lam) >= 0, ">= 0", lam)
     check("tau", check_number("tau", tau) > 0, "> 0", tau)
     return rho, float(lam), float(tau)
-
-
-@OPTIMIZERS.register("tram")
-class FunctionalTRAM(FunctionalSAM):
-    """Functional TRAM over SGD (see the module docstring for the rule).
-
-    Args:
-        rho: cap of the radius, >= 0 (default 0.5; 0 gives plain SGD).
-        lam: scale of the divergence, >= 0 (default 1, the authors' logit_scale).
-        tau: softmax temperature of the divergence, > 0 (default 1).
-        momentum, dampening, nesterov, weight_decay: of the base SGD step.
-
-    State: SGD's plus ``ref`` (the reference weights, a copy of the params' structure), set by
-    :meth:`init` and :meth:`begin_round`. Two gradient evaluations and one extra forward (the
-    reference outputs) per step.
-    """
-
-    name = "tram"
-    label = "TRAM"
-    sam_family = True
-
-    def __init__(self, *, momentum: float = 0.0, dampening: float = 0.0, nesterov: bool = False,
-                 weight_decay: float = 0.0, rho: float = 0.5, lam: float = 1.0, tau: float = 1.0):
-        rho, self.lam, self.tau = validate_tram(rho, lam, tau)
-        super().__init__(momentum=momentum, dampening=dampening, nesterov=nesterov,
-                         weight_decay=weight_decay, rho=rho)
-
-    def init(self, params: Params, *, num_samples: int = 0, num_classes: int = 0) -> State:
-        return {**super().init(params), "ref": {k: v.detach().clone() for k, v in params.items()}}
-
-    def begin_round(self, params: Params, state: State) -> State:
-        """The reference becomes the weights the client starts the round with."""
-        return {**state, "ref": {k: v.detach().clone() for k, v in params.items()}}
-
-    def gradient(self, params: Params, state: State, obj: Objective,
-                 progress: Optional[Progress] = None) -> tuple[Params, State, Tensor]:
-        g, loss, logits = loss_and_grad(obj, params)
-        ref = obj.forward(state["ref"]).detach()
-        radius = tram_radius(logits, ref, lam=self.lam, tau=self.tau, rho=self.rho, weight=obj.weight)
-        g_p, _, _ = loss_and_grad(obj, sam_ascent(params, g, radius))
-        return g_p, state, loss
 
 
 class TRAM(SAM):
@@ -173,6 +134,10 @@ class TRAM(SAM):
             tram["observing"] = False
         return 0.0
 
+    def loss_term(self, logits: Tensor, inputs: Tensor, index: Optional[Tensor] = None) -> float:
+        """:meth:`observe` the batch (the serial engine's closure term; adds 0)."""
+        return self.observe(logits, inputs)
+
     def perturbation(self, params: Params, grads: Params) -> Params:
         radius = self.state["tram"]["radius"]
         if radius is None:
@@ -186,3 +151,50 @@ class TRAM(SAM):
             return super().step(closure)
         finally:
             self.state["tram"].update(observing=False, radius=None)
+
+
+@OPTIMIZERS.register("tram")
+class FunctionalTRAM(FunctionalSAM):
+    """Functional TRAM: SAM's rule with a radius measured in function space (see the module
+    docstring for the rule).
+
+    Args:
+        rho: cap of the radius, >= 0 (default 0.5; 0 gives plain SGD).
+        lam: scale of the divergence, >= 0 (default 1, the authors' logit_scale).
+        tau: softmax temperature of the divergence, > 0 (default 1).
+        base: the descent step (default ``SGDStep()``).
+
+    State: the base step's plus ``ref`` (the reference weights, a copy of the params'
+    structure), set by :meth:`init` and :meth:`begin_round`. Two gradient evaluations and one
+    extra forward (the reference outputs) per step.
+    """
+
+    name = "tram"
+    label = "TRAM"
+    sam_family = True
+    shell = TRAM
+
+    def __init__(self, *, rho: float = 0.5, lam: float = 1.0, tau: float = 1.0,
+                 base: Optional[SGDStep] = None):
+        rho, self.lam, self.tau = validate_tram(rho, lam, tau)
+        super().__init__(rho=rho, base=base)
+
+    def init(self, params: Params, *, num_samples: int = 0, num_classes: int = 0) -> State:
+        return {**self.base.init(params), "ref": {k: v.detach().clone() for k, v in params.items()}}
+
+    def begin_round(self, params: Params, state: State) -> State:
+        """The reference becomes the weights the client starts the round with."""
+        return {**state, "ref": {k: v.detach().clone() for k, v in params.items()}}
+
+    def gradient(self, params: Params, state: State, obj: Objective,
+                 progress: Optional[Progress] = None) -> tuple[Params, State, Tensor]:
+        g, loss, logits = loss_and_grad(obj, params)
+        ref = obj.forward(state["ref"]).detach()
+        radius = tram_radius(logits, ref, lam=self.lam, tau=self.tau, rho=self.rho, weight=obj.weight)
+        g_p, _, _ = loss_and_grad(obj, sam_ascent(params, g, radius))
+        return g_p, state, loss
+
+    def shell_inputs(self, model: torch.nn.Module, *, num_samples: int,
+                     num_classes: int) -> tuple[Any, dict[str, Any]]:
+        """The model (the reference outputs come from ``functional_call`` of it)."""
+        return model, {}
