@@ -30,7 +30,7 @@ def _period(run: Run) -> Optional[int]:
     try:
         cfg = from_dict(run.config, str(run.path / "config.toml"))
         seq = topologies.build_sequence(cfg.topology.name, cfg.data.num_clients, seed=cfg.seed,
-                                        **cfg.topology.params())
+                                        **cfg.topology.graph_params())
     except (DflError, TopologyError):
         return None
     return seq.period or 1
