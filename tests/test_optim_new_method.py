@@ -32,10 +32,16 @@ def test_registered_in_its_own_file():
     assert shell.param_groups[0]["momentum"] == 0.9
 
 
-def test_runs_through_both_engines_end_to_end():
-    """Config -> Simulation -> engine, by name only (pooled training takes any optimizer)."""
-    common = {"algorithm.name": "pooled", "local.optimizer": NAME, "local.momentum": 0.5}
-    v = Simulation(training_config(**common, **{"engine.backend": "vectorized"})).run()
+@pytest.mark.parametrize("algorithm", ["pooled", "dfedavg"])
+def test_runs_through_both_engines_end_to_end(algorithm):
+    """Config -> Simulation -> engine, by name only: an SGD-family method is a dfedavg optimizer
+    (the family comes from the registered class) and its own hyperparameter comes from
+    [local.params]."""
+    common = {"algorithm.name": algorithm, "local.optimizer": NAME, "local.momentum": 0.5,
+              "local.params": {"mu": 0.5}}
+    cfg = training_config(**common, **{"engine.backend": "vectorized"})
+    assert Simulation(cfg).trainer.hparams["mu"] == 0.5
+    v = Simulation(cfg).run()
     s = Simulation(training_config(**common, **{"engine.backend": "serial"})).run()
     assert v[-1]["test_acc"] > 0.3  # it trains: chance is 0.1
     assert_same_history(v, s, tol=1e-6)
