@@ -12,7 +12,7 @@ from typing import Any, Callable, NamedTuple, Optional
 import torch
 from torch import Tensor
 
-from ..errors import ConfigError
+from ..errors import check
 from .losses import cross_entropy
 
 Params = dict[str, Tensor]
@@ -108,12 +108,6 @@ def tree_axpy(alpha: Any, x: Params, y: Params) -> Params:
 
 
 # ---------------------------------------------------------------- validation
-
-
-def check(name: str, ok: bool, allowed: str, value: Any) -> None:
-    """Raise ConfigError ``"<name>: must be <allowed>, got <value>"`` unless ``ok``."""
-    if not ok:
-        raise ConfigError(f"{name}: must be {allowed}, got {value!r}")
 
 
 def check_number(name: str, value: Any) -> float:
