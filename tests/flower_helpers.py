@@ -1,7 +1,8 @@
 """Shared by the Flower tests (test_flower*.py, test_load_runs.py).
 
 In process: the task identity Flower's runtime sets, a Grid whose nodes are ClientApp calls in this
-process with every message serialized as Flower's protobuf, the run against dfl's serial engine.
+process (messages pushed through Flower's own push, which gives them their ids, and serialized as
+Flower's protobuf), the SuperLink's error reply for a lost node, the run against dfl's serial engine.
 Processes: SuperLink / SuperNode processes on 127.0.0.1, each in its own session, stopped with
 all their descendants; `flwr run` against them.
 """
@@ -70,31 +71,56 @@ def run_config(sets: str, out: Path | None = None) -> dict:
     return rc
 
 
+class _LinkState:
+    """What Flower's InMemoryGrid.push_messages needs of its LinkState: a store that takes each
+    instruction and answers with its id."""
+
+    def state(self):  # the LinkStateFactory's one method
+        return self
+
+    def store_message_ins(self, message) -> str:
+        return message.metadata.message_id
+
+
 class MemoryGrid:
-    """A Grid whose nodes are ClientApp calls in this process (one Context per node). Every message
-    and every reply crosses as Flower's protobuf bytes (``wire``), as between SuperLink and SuperNode."""
+    """A Grid whose nodes are ClientApp calls in this process (one Context per node). Messages are
+    pushed through Flower's own InMemoryGrid.push_messages, which checks them and gives each its
+    id in place, as a real Grid does; every message and every reply crosses as Flower's protobuf
+    bytes (``wire``), as between SuperLink and SuperNode. Subclasses change ``deliver``."""
 
     def __init__(self, rc: dict, n: int, node_config=None):
         from flwr.app import Context, RecordDict
+        from flwr.superlink.grid.inmemory_grid import InMemoryGrid
 
         self.ids = [1000 + 7 * i for i in range(n)]
         self.ctx = {nid: Context(run_id=1, node_id=nid, state=RecordDict(), run_config=rc,
                                  node_config=(node_config or {}).get(i, {"partition-id": i, "num-partitions": n}))
                     for i, nid in enumerate(self.ids)}
         self.sent: list[str] = []
+        self.link = InMemoryGrid(_LinkState())
 
     def get_node_ids(self):
         return list(self.ids)
 
     def send_and_receive(self, messages, *, timeout=None):
+        messages = list(messages)
+        self.link.push_messages(messages)
+        return [reply for m in messages for reply in self.deliver(m)]
+
+    def deliver(self, message) -> list:
+        """The replies to one pushed message as the ServerApp receives them (here: its node's)."""
         from dfl.flower import client_app
 
-        replies = []
-        for m in messages:
-            self.sent.append(m.metadata.message_type)
-            reply = client_app.app(wire(m), self.ctx[m.metadata.dst_node_id])
-            replies.append(wire(reply))
-        return replies
+        self.sent.append(message.metadata.message_type)
+        return [wire(client_app.app(wire(message), self.ctx[message.metadata.dst_node_id]))]
+
+
+def unavailable(message):
+    """The error reply Flower's SuperLink sends for ``message`` when its node missed its
+    heartbeats ("Node Unavailable", from the SuperLink's node id), as the ServerApp receives it."""
+    from flwr.server.superlink.linkstate.utils import create_message_error_unavailable_res_message
+
+    return wire(create_message_error_unavailable_res_message(message.metadata, "node_unavail"))
 
 
 class SimulationGrid(MemoryGrid):
