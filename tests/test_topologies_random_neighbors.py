@@ -185,13 +185,11 @@ def test_dfl_topo_table_and_plot(tmp_path, capsys):
 
 
 def test_dfl_topo_errors_exit_2(capsys):
-    from dfl.cli import main
+    from tests.helpers import assert_user_error
 
-    assert main(["topo", "random_neighbors", "--n", "8", "--param", "k=8"]) == 2
-    assert capsys.readouterr().err.strip() == ("dfl: error: random_neighbors: k must be an integer "
-                                               "in [1, 7], got 8")
-    assert main(["topo", "random_neighbors", "--mixing", "laplacian"]) == 2
-    assert "needs an undirected graph" in capsys.readouterr().err
+    assert assert_user_error(["topo", "random_neighbors", "--n", "8", "--param", "k=8"], capsys) == (
+        "dfl: error: random_neighbors: k must be an integer in [1, 7], got 8")
+    assert_user_error(["topo", "random_neighbors", "--mixing", "laplacian"], capsys, "needs an undirected graph")
 
 
 def test_run_uses_in_degrees_for_the_bytes_and_engines_agree():
