@@ -38,20 +38,26 @@ def training_config(**changes):
 
 
 def assert_same_history(a: list[dict], b: list[dict], tol: float = 1e-6,
-                        keys: Optional[Iterable[str]] = None) -> None:
+                        keys: Optional[Iterable[str]] = None, abs_tol: Optional[float] = None) -> None:
     """Same number of rows and, row by row, every key of ``keys`` (default: every numeric key of
-    a's rows but the timings) equal within ``tol`` (absolute and relative; 0 = exactly equal)."""
+    a's rows but the timings) equal within ``tol`` relative and ``abs_tol`` (default ``tol``)
+    absolute; tol 0 = exactly equal. A key of ``keys`` may be missing from a row of both (a
+    metric some rows lack) but must be in some row of ``a``."""
     assert len(a) == len(b), (len(a), len(b))
+    if keys is not None:
+        keys = list(keys)
+        assert all(any(k in r for r in a) for k in keys), [k for k in keys if not any(k in r for r in a)]
+    atol = tol if abs_tol is None else abs_tol
     for ra, rb in zip(a, b):
         names = keys if keys is not None else [k for k, v in ra.items()
                                                if k not in TIMINGS and isinstance(v, (int, float))]
         for k in names:
-            va, vb = ra[k], rb[k]
+            va, vb = ra.get(k), rb.get(k)
             if tol == 0 or not isinstance(va, float) or not math.isfinite(va):
                 assert va == vb or (isinstance(va, float) and math.isnan(va) and math.isnan(vb)), \
                     (ra.get("round"), k, va, vb)
             else:
-                assert vb == pytest.approx(va, abs=tol, rel=tol), (ra.get("round"), k, va, vb)
+                assert vb == pytest.approx(va, abs=atol, rel=tol), (ra.get("round"), k, va, vb)
 
 
 def read_metrics(run_dir) -> list[dict[str, Any]]:

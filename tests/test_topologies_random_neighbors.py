@@ -194,6 +194,7 @@ def test_dfl_topo_errors_exit_2(capsys):
 
 def test_run_uses_in_degrees_for_the_bytes_and_engines_agree():
     from dfl.simulation import Simulation
+    from tests.helpers import assert_same_history
 
     n, k, q = 6, 2, 2
     common = {"topology.name": "random_neighbors", "topology.k": k, "algorithm.gossip_steps": q,
@@ -210,7 +211,5 @@ def test_run_uses_in_degrees_for_the_bytes_and_engines_agree():
     assert [r["comm_mb"] for r in vec] == pytest.approx([mb * (i + 1) for i in range(len(vec))])
     assert all(r["period_gap"] == pytest.approx(1 - mean_square_factor(n, k) ** (q / 2)) for r in vec)
     ser = Simulation(small_config(**common, **{"engine.backend": "serial"})).run()
-    for a, b in zip(vec, ser, strict=True):
-        for key in ("test_acc", "test_loss", "local_test_acc", "train_loss", "consensus",
-                    "spectral_gap", "comm_mb"):
-            assert a[key] == pytest.approx(b[key], abs=1e-6, rel=1e-6), (key, a[key], b[key])
+    assert_same_history(vec, ser, tol=1e-6, keys=("test_acc", "test_loss", "local_test_acc", "train_loss",
+                                                 "consensus", "spectral_gap", "comm_mb"))
