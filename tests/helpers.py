@@ -89,9 +89,10 @@ class Stop(Exception):
     """Raised from a round callback to stop a run as if it had been killed."""
 
 
-def interrupted_run(cfg, out, stop_after: int = 2):
+def interrupted_run(cfg, out, stop_after: int = 2, before_checkpoint: bool = False):
     """Run ``cfg`` into the run directory ``out`` (checkpointed as cfg says) and stop it with an
-    exception after round ``stop_after``; returns ``out``."""
+    exception after round ``stop_after`` (before_checkpoint: right after that round's metrics row,
+    before its checkpoint step, as a kill there); returns ``out``."""
     from dfl import results
     from dfl.simulation import Simulation
 
@@ -102,6 +103,8 @@ def interrupted_run(cfg, out, stop_after: int = 2):
 
     def on_round(s, row):
         writer(s, row)
+        if before_checkpoint and s.round == stop_after:
+            raise Stop
 
     def after_round(s):
         writer.after_round(s)

@@ -14,8 +14,7 @@ import pytest
 from dfl import results
 from dfl.cli import main
 from dfl.config import load_config
-from dfl.simulation import Simulation
-from tests.helpers import assert_same_history, assert_user_error, read_metrics, write_config
+from tests.helpers import assert_same_history, assert_user_error, interrupted_run, read_metrics, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
 SWEEP = {"rounds": 5, "local.local_steps": 2, "engine.threads": 1}
@@ -40,20 +39,7 @@ def interrupt(run_dir, stop_after=3):
     its checkpoint is the first round's (the default cadence), metrics.jsonl has more rows."""
     cfg = load_config(run_dir / "config.toml")
     shutil.rmtree(run_dir)
-    run_dir.mkdir()
-    writer = results.RunDir(run_dir, cfg)
-    sim = Simulation(cfg)
-
-    class Killed(Exception):
-        pass
-
-    def on_round(s, row):
-        writer(s, row)
-        if s.round == stop_after:
-            raise Killed
-
-    with pytest.raises(Killed):
-        sim.run(on_round, writer.after_round)
+    interrupted_run(cfg, run_dir, stop_after, before_checkpoint=True)
     assert results.load_checkpoint(run_dir)["round"] == 1 and len(read_metrics(run_dir)) == stop_after
 
 
