@@ -111,7 +111,7 @@ def test_bare_flwr_run_on_flowers_default_federation(tmp_path):
             time.sleep(0.5)
         manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
         assert (manifest["num_clients"], manifest["flower_runtime"]) == (2, "simulation")
-        assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 2
+        assert [r["round"] for r in read_metrics(tmp_path / "run")] == [1, 2]
         log, stopped = flwr(f'set="rounds=1 data.num_clients=3" out="{tmp_path / "run3"}"', 300)
         assert "dfl: error: the simulation federation has 2 SuperNodes but data.num_clients=3" in log, log[-3000:]
         assert '--federation-config "num-supernodes=3"' in log and stopped < 120
