@@ -163,9 +163,9 @@ def test_time_varying_topology_mixes_with_one_matching_per_round():
 
 def test_large_federations_use_a_sparse_w_with_the_same_metrics(monkeypatch):
     import dfl.simulation as simulation
-    dense = run(small_config(**{"algorithm.name": "dfedsam", "data.holdout_fraction": 0.0}))
+    dense = run(training_config(**{"algorithm.name": "dfedsam", "data.holdout_fraction": 0.0}))
     monkeypatch.setattr(simulation, "DENSE_MAX_N", 4)  # pretend 6 clients is a huge federation
-    sim = Simulation(small_config(**{"algorithm.name": "dfedsam", "data.holdout_fraction": 0.0}))
+    sim = Simulation(training_config(**{"algorithm.name": "dfedsam", "data.holdout_fraction": 0.0}))
     assert sim.mixing(0)[0].layout == torch.sparse_csr
     assert_same_history(dense, sim.run(), tol=1e-6)
 
