@@ -11,7 +11,7 @@ os.environ.setdefault("DFL_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"dfl
 
 import torch  # noqa: E402
 
-from dfl.config import Config, dumps_toml, to_dict  # noqa: E402
+from dfl.config import Config  # noqa: E402
 
 # Tiny models on 2 cores: one intra-op thread is faster and steadier than two.
 torch.set_num_threads(1)
@@ -23,11 +23,6 @@ def small_config(**changes) -> Config:
             "local.local_steps": 3, "local.batch_size": 16, "algorithm.name": "dfedavg"}
     base.update(changes)
     return Config().replace(**base)
-
-
-def small_toml(**changes) -> str:
-    """small_config(**changes) as the text of a TOML config file (for CLI tests)."""
-    return dumps_toml(to_dict(small_config(**changes)))
 
 
 @pytest.fixture

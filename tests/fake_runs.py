@@ -1,12 +1,20 @@
 """Run and sweep directories as `dfl run` / `dfl sweep` write them, with known, distinct curves
-(for the tests of plots, reports and run loading)."""
+(for the tests of plots, reports and run loading), and edits to them.
+
+    write_run / write_sweep           a run / sweep directory
+    write_metrics(run, rows)          RUN/metrics.jsonl holding ``rows``
+    edit_metrics(run, **values)       every row of RUN/metrics.jsonl updated (a callable: of the row)
+    edit_config(run, old, new)        one piece of RUN/config.toml's text replaced
+"""
 from __future__ import annotations
 
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 from dfl.config import dumps_toml
+from tests.helpers import read_metrics
 
 ALGOS = {"dfedsam": "DFedSAM", "dfedavg": "DFedAvg", "fedavg": "FedAvg"}
 GAPS = {"ring": 0.05, "torus": 0.2, "complete": 1.0}
@@ -47,7 +55,7 @@ def write_run(path: Path, algo: str = "dfedsam", topo: str = "ring", q: int = 1,
     (path / "config.toml").write_text(dumps_toml(cfg))
     rows = fake_metrics(algo, topo, q, seed, rounds, extra)
     rows = [{k: v for k, v in row.items() if k not in drop} for row in rows]
-    (path / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    write_metrics(path, rows)
     label = ALGOS[algo] if algo == "fedavg" else f"{ALGOS[algo]}, {topo}, Q={q}"
     if summary:
         best = max(rows, key=lambda row: row["test_acc"])
@@ -75,3 +83,26 @@ def write_sweep(path: Path, algos=("dfedsam", "dfedavg"), qs=(1, 4), seeds=(0, 1
         "algorithm.name": list(algos), "topology.name": list(topos), "algorithm.gossip_steps": list(qs),
         "seed": list(seeds)}}))
     return path
+
+
+def write_metrics(run: Path, rows: list[dict[str, Any]]) -> Path:
+    """RUN/metrics.jsonl holding ``rows``, one JSON object a line; returns ``run``."""
+    (Path(run) / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return run
+
+
+def edit_metrics(run: Path, **values: Any) -> Path:
+    """Set ``values`` in every row of RUN/metrics.jsonl (a callable value: of the row); returns ``run``."""
+    rows = read_metrics(run)
+    for row in rows:
+        row.update({k: (v(row) if callable(v) else v) for k, v in values.items()})
+    return write_metrics(run, rows)
+
+
+def edit_config(run: Path, old: str, new: str) -> Path:
+    """Replace ``old`` (which must be there) by ``new`` in RUN/config.toml; returns ``run``."""
+    path = Path(run) / "config.toml"
+    text = path.read_text()
+    assert old in text, (old, text)
+    path.write_text(text.replace(old, new))
+    return run

@@ -1,7 +1,8 @@
 """Shared by the Flower tests (test_flower*.py, test_load_runs.py).
 
 In process: the task identity Flower's runtime sets, a Grid whose nodes are ClientApp calls in this
-process with every message serialized as Flower's protobuf, the run against dfl's serial engine.
+process (messages pushed through Flower's own push, which gives them their ids, and serialized as
+Flower's protobuf), the SuperLink's error reply for a lost node, the run against dfl's serial engine.
 Processes: SuperLink / SuperNode processes on 127.0.0.1, each in its own session, stopped with
 all their descendants; `flwr run` against them.
 """
@@ -17,11 +18,9 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-import pytest
-
 from dfl.config import load_config, parse_overrides
 from dfl.simulation import Simulation
-from tests.helpers import free_port, read_metrics
+from tests.helpers import assert_same_history, free_port, read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -70,31 +69,56 @@ def run_config(sets: str, out: Path | None = None) -> dict:
     return rc
 
 
+class _LinkState:
+    """What Flower's InMemoryGrid.push_messages needs of its LinkState: a store that takes each
+    instruction and answers with its id."""
+
+    def state(self):  # the LinkStateFactory's one method
+        return self
+
+    def store_message_ins(self, message) -> str:
+        return message.metadata.message_id
+
+
 class MemoryGrid:
-    """A Grid whose nodes are ClientApp calls in this process (one Context per node). Every message
-    and every reply crosses as Flower's protobuf bytes (``wire``), as between SuperLink and SuperNode."""
+    """A Grid whose nodes are ClientApp calls in this process (one Context per node). Messages are
+    pushed through Flower's own InMemoryGrid.push_messages, which checks them and gives each its
+    id in place, as a real Grid does; every message and every reply crosses as Flower's protobuf
+    bytes (``wire``), as between SuperLink and SuperNode. Subclasses change ``deliver``."""
 
     def __init__(self, rc: dict, n: int, node_config=None):
         from flwr.app import Context, RecordDict
+        from flwr.superlink.grid.inmemory_grid import InMemoryGrid
 
         self.ids = [1000 + 7 * i for i in range(n)]
         self.ctx = {nid: Context(run_id=1, node_id=nid, state=RecordDict(), run_config=rc,
                                  node_config=(node_config or {}).get(i, {"partition-id": i, "num-partitions": n}))
                     for i, nid in enumerate(self.ids)}
         self.sent: list[str] = []
+        self.link = InMemoryGrid(_LinkState())
 
     def get_node_ids(self):
         return list(self.ids)
 
     def send_and_receive(self, messages, *, timeout=None):
+        messages = list(messages)
+        self.link.push_messages(messages)
+        return [reply for m in messages for reply in self.deliver(m)]
+
+    def deliver(self, message) -> list:
+        """The replies to one pushed message as the ServerApp receives them (here: its node's)."""
         from dfl.flower import client_app
 
-        replies = []
-        for m in messages:
-            self.sent.append(m.metadata.message_type)
-            reply = client_app.app(wire(m), self.ctx[m.metadata.dst_node_id])
-            replies.append(wire(reply))
-        return replies
+        self.sent.append(message.metadata.message_type)
+        return [wire(client_app.app(wire(message), self.ctx[message.metadata.dst_node_id]))]
+
+
+def unavailable(message):
+    """The error reply Flower's SuperLink sends for ``message`` when its node missed its
+    heartbeats ("Node Unavailable", from the SuperLink's node id), as the ServerApp receives it."""
+    from flwr.server.superlink.linkstate.utils import create_message_error_unavailable_res_message
+
+    return wire(create_message_error_unavailable_res_message(message.metadata, "node_unavail"))
 
 
 class SimulationGrid(MemoryGrid):
@@ -122,13 +146,15 @@ def reference(sets: str) -> list[dict]:
     return Simulation(cfg.replace(**{"engine.backend": "serial"})).run()
 
 
+ROW_KEYS = ("round", "test_acc", "test_loss", "local_test_acc", "train_loss", "comm_mb", "spectral_gap",
+            "active_clients", "lr", "consensus")
+
+
 def assert_rows_match(rows: list[dict], ref: list[dict]) -> None:
-    assert len(rows) == len(ref)
-    for got, want in zip(rows, ref):
-        for key in ("round", "test_acc", "test_loss", "local_test_acc", "train_loss", "comm_mb", "spectral_gap",
-                    "active_clients", "lr"):
-            assert got[key] == pytest.approx(want[key], rel=1e-6, abs=1e-6), key
-        assert got["consensus"] == pytest.approx(want["consensus"], rel=1e-6, abs=1e-9)
+    """A Flower run's rows equal dfl's (``reference``) within float rounding (1e-6; the consensus
+    distance, often small, within 1e-9 absolute), and the drift where the algorithm has one."""
+    keys = ROW_KEYS + (("drift",) if "drift" in ref[0] else ())
+    assert_same_history(ref, rows, tol=1e-6, keys=keys, abs_tol=1e-9)
 
 
 # ------------------------------------------------------------------ processes

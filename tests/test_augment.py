@@ -14,6 +14,7 @@ from dfl.errors import ConfigError
 from dfl.flower.local import OneClientData, shard_of
 from dfl.simulation import Simulation
 from tests.conftest import small_config
+from tests.helpers import assert_same_history
 
 
 def test_crop_flip_by_hand():
@@ -106,7 +107,5 @@ def test_vectorized_equals_serial_with_crop_flip():
     v = Simulation(small_config(**common, **{"engine.backend": "vectorized"})).run()
     s = Simulation(small_config(**common, **{"engine.backend": "serial"})).run()
     plain = Simulation(small_config(**{**common, "data.augment": "none"})).run()
-    for a, b in zip(v, s):
-        for k in ("test_acc", "test_loss", "train_loss", "consensus"):
-            assert a[k] == pytest.approx(b[k], abs=1e-6, rel=1e-6), (k, a[k], b[k])
+    assert_same_history(v, s, tol=1e-6, keys=("test_acc", "test_loss", "train_loss", "consensus"))
     assert v[-1]["train_loss"] != pytest.approx(plain[-1]["train_loss"], rel=1e-6)  # augmentation is on

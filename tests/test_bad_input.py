@@ -11,10 +11,9 @@ import os
 import numpy as np
 import pytest
 
-from dfl.cli import main
-from tests.conftest import small_toml
+from tests.helpers import assert_user_error, write_config
 
-SMALL = small_toml(**{"model.hidden": 16, "local.local_steps": 1})
+SMALL = {"model.hidden": 16, "local.local_steps": 1}
 
 # (id, --set overrides, text expected on the one stderr line)
 CONFIG_CASES = [
@@ -81,26 +80,14 @@ CONFIG_CASES = [
 
 @pytest.fixture
 def config(tmp_path):
-    p = tmp_path / "small.toml"
-    p.write_text(SMALL)
-    return p
-
-
-def one_line_exit_2(capsys, argv, needle):
-    code = main(argv)
-    captured = capsys.readouterr()
-    err = captured.err.strip()
-    assert code == 2, (code, err)
-    assert len(err.splitlines()) == 1, err
-    assert "Traceback" not in err and needle in err, err
-    return err
+    return write_config(tmp_path / "small.toml", **SMALL)
 
 
 @pytest.mark.parametrize("overrides,needle", [c[1:] for c in CONFIG_CASES], ids=[c[0] for c in CONFIG_CASES])
 def test_bad_config_value(config, tmp_path, capsys, overrides, needle):
     out = tmp_path / "out"
     sets = [a for o in overrides for a in ("--set", o)]
-    one_line_exit_2(capsys, ["run", str(config), "--out", str(out), "--quiet", *sets], needle)
+    assert_user_error(["run", str(config), "--out", str(out), "--quiet", *sets], capsys, needle)
     assert not out.exists()
 
 
@@ -112,20 +99,11 @@ IN_FILE = [c for c in CONFIG_CASES if c[0] in (
 @pytest.mark.parametrize("overrides,needle", [c[1:] for c in IN_FILE], ids=[c[0] for c in IN_FILE])
 def test_bad_config_value_in_a_toml_file(tmp_path, capsys, overrides, needle):
     """The same checks when the bad value sits in the file rather than in --set."""
-    from dfl.config import dumps_toml, parse_overrides, read_toml
+    from dfl.config import parse_overrides
 
-    p = tmp_path / "bad.toml"
-    p.write_text(SMALL)
-    raw = read_toml(p)
-    for key, value in parse_overrides(overrides).items():
-        node = raw
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    p.write_text(dumps_toml(raw))
+    p = write_config(tmp_path / "bad.toml", parse_overrides(overrides), **SMALL)
     out = tmp_path / "out"
-    one_line_exit_2(capsys, ["run", str(p), "--out", str(out), "--quiet"], needle)
+    assert_user_error(["run", str(p), "--out", str(out), "--quiet"], capsys, needle)
     assert not out.exists()
 
 
@@ -147,15 +125,15 @@ def write_edges(tmp_path, text):
 def test_bad_edge_list(config, tmp_path, capsys, text, needle):
     edges = write_edges(tmp_path, text)
     out = tmp_path / "out"
-    one_line_exit_2(capsys, ["run", str(config), "--out", str(out), "--quiet", "--set", "topology.name=from_edgelist",
-                             "--set", f"topology.path={edges}"], needle)
+    assert_user_error(["run", str(config), "--out", str(out), "--quiet", "--set", "topology.name=from_edgelist",
+                       "--set", f"topology.path={edges}"], capsys, needle)
     assert not out.exists()
 
 
 def test_missing_edge_list(config, tmp_path, capsys):
     out = tmp_path / "out"
-    one_line_exit_2(capsys, ["run", str(config), "--out", str(out), "--set", "topology.name=from_edgelist",
-                             "--set", f"topology.path={tmp_path / 'none.txt'}"], "no such file")
+    assert_user_error(["run", str(config), "--out", str(out), "--set", "topology.name=from_edgelist",
+                       "--set", f"topology.path={tmp_path / 'none.txt'}"], capsys, "no such file")
     assert not out.exists()
 
 
@@ -166,8 +144,8 @@ def test_mnist_root_is_an_empty_directory(config, tmp_path, capsys):
     root = tmp_path / "mnist"
     root.mkdir()
     out = tmp_path / "out"
-    one_line_exit_2(capsys, ["run", str(config), "--out", str(out), "--set", "data.name=mnist",
-                             "--set", f"data.root={root}"], "not found in")
+    assert_user_error(["run", str(config), "--out", str(out), "--set", "data.name=mnist",
+                       "--set", f"data.root={root}"], capsys, "not found in")
     assert not out.exists()
 
 
@@ -175,7 +153,7 @@ def test_mnist_root_not_set(config, tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("DFL_DATA", raising=False)
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "out"
-    one_line_exit_2(capsys, ["run", str(config), "--out", str(out), "--set", "data.name=mnist"], "mnist")
+    assert_user_error(["run", str(config), "--out", str(out), "--set", "data.name=mnist"], capsys, "mnist")
     assert not out.exists()
 
 
@@ -191,8 +169,8 @@ def test_mnist_files_are_garbage(config, tmp_path, capsys, gz):
         else:
             (root / stem).write_bytes(data)
     out = tmp_path / "out"
-    one_line_exit_2(capsys, ["run", str(config), "--out", str(out), "--set", "data.name=mnist",
-                             "--set", f"data.root={root}"], "not a valid IDX file")
+    assert_user_error(["run", str(config), "--out", str(out), "--set", "data.name=mnist",
+                       "--set", f"data.root={root}"], capsys, "not a valid IDX file")
     assert not out.exists()
 
 
@@ -200,8 +178,8 @@ def test_data_root_is_a_file(config, tmp_path, capsys):
     f = tmp_path / "file.bin"
     f.write_bytes(b"\x00" * 10)
     out = tmp_path / "out"
-    one_line_exit_2(capsys, ["run", str(config), "--out", str(out), "--set", "data.name=cifar10",
-                             "--set", f"data.root={f}"], "is not a directory")
+    assert_user_error(["run", str(config), "--out", str(out), "--set", "data.name=cifar10",
+                       "--set", f"data.root={f}"], capsys, "is not a directory")
     assert not out.exists()
 
 
@@ -211,8 +189,8 @@ def test_cifar_batches_are_garbage(config, tmp_path, capsys):
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
         (folder / name).write_bytes(b"garbage, not a pickle")
     out = tmp_path / "out"
-    one_line_exit_2(capsys, ["run", str(config), "--out", str(out), "--set", "data.name=cifar10",
-                             "--set", f"data.root={tmp_path / 'cifar'}"], "not a valid CIFAR python batch")
+    assert_user_error(["run", str(config), "--out", str(out), "--set", "data.name=cifar10",
+                       "--set", f"data.root={tmp_path / 'cifar'}"], capsys, "not a valid CIFAR python batch")
     assert not out.exists()
 
 
@@ -229,27 +207,27 @@ def test_bad_config_file(tmp_path, capsys, text, needle):
     p = tmp_path / "c.toml"
     p.write_text(text)
     out = tmp_path / "out"
-    one_line_exit_2(capsys, ["run", str(p), "--out", str(out)], needle)
+    assert_user_error(["run", str(p), "--out", str(out)], capsys, needle)
     assert not out.exists()
 
 
 def test_binary_config_file(tmp_path, capsys):
     p = tmp_path / "c.toml"
     p.write_bytes(b"\xff\xfe\x00garbage")
-    one_line_exit_2(capsys, ["run", str(p), "--out", str(tmp_path / "out")], "not valid TOML")
+    assert_user_error(["run", str(p), "--out", str(tmp_path / "out")], capsys, "not valid TOML")
 
 
 def test_output_under_a_regular_file(config, tmp_path, capsys):
     f = tmp_path / "afile"
     f.write_text("x")
-    one_line_exit_2(capsys, ["run", str(config), "--out", str(f / "run"), "--quiet"], "cannot write there")
+    assert_user_error(["run", str(config), "--out", str(f / "run"), "--quiet"], capsys, "cannot write there")
     assert f.read_text() == "x"
 
 
 def test_output_is_a_regular_file(config, tmp_path, capsys):
     f = tmp_path / "afile"
     f.write_text("x")
-    one_line_exit_2(capsys, ["run", str(config), "--out", str(f), "--quiet"], "exists and is not a directory")
+    assert_user_error(["run", str(config), "--out", str(f), "--quiet"], capsys, "exists and is not a directory")
     assert f.read_text() == "x"
 
 
@@ -257,23 +235,23 @@ def test_existing_output_is_untouched_by_a_bad_config(config, tmp_path, capsys):
     out = tmp_path / "run"
     out.mkdir()
     (out / "keep.txt").write_text("x")
-    one_line_exit_2(capsys, ["run", str(config), "--out", str(out), "--overwrite",
-                             "--set", "model.name=mlpp"], "did you mean 'mlp'")
+    assert_user_error(["run", str(config), "--out", str(out), "--overwrite",
+                       "--set", "model.name=mlpp"], capsys, "did you mean 'mlp'")
     assert (out / "keep.txt").read_text() == "x"
 
 
 def test_a_bad_variant_of_a_sweep_writes_nothing(config, tmp_path, capsys):
     """The third variant's graph is invalid: found before the sweep directory is created."""
     out = tmp_path / "sweep"
-    one_line_exit_2(capsys, ["run", str(config), "--out", str(out), "--quiet",
-                             "--set", "data.num_clients=[6, 4, 2]"], "ring needs n >= 3, got n=2")
+    assert_user_error(["run", str(config), "--out", str(out), "--quiet",
+                       "--set", "data.num_clients=[6, 4, 2]"], capsys, "ring needs n >= 3, got n=2")
     assert not out.exists()
 
 
 def test_a_bad_variant_of_dfl_sweep_writes_nothing(config, tmp_path, capsys):
     out = tmp_path / "sweep"
-    one_line_exit_2(capsys, ["sweep", str(config), "--out", str(out), "--quiet",
-                             "--set", 'topology.mixing=["metropolis", "metropoliss"]'], "did you mean 'metropolis'")
+    assert_user_error(["sweep", str(config), "--out", str(out), "--quiet",
+                       "--set", 'topology.mixing=["metropolis", "metropoliss"]'], capsys, "did you mean 'metropolis'")
     assert not out.exists()
 
 
@@ -287,12 +265,7 @@ def test_a_bad_variant_of_dfl_sweep_writes_nothing(config, tmp_path, capsys):
 ])
 def test_bad_command_line(config, tmp_path, capsys, argv, needle):
     argv = [a.replace("{tmp}", str(tmp_path)).replace("CONFIG", str(config)) for a in argv]
-    try:
-        code = main(argv)
-    except SystemExit as exc:  # argparse exits itself
-        code = exc.code
-    err = capsys.readouterr().err.strip()
-    assert code == 2 and needle in err and len(err.splitlines()) == 1, err
+    assert_user_error(argv, capsys, needle)
 
 
 @pytest.mark.parametrize("sets,needle", [
@@ -306,7 +279,7 @@ def test_a_run_that_cannot_fit_stops_before_allocating(config, tmp_path, capsys,
     monkeypatch.setattr(vectorized, "capacity", lambda device: 300_000 if sets else 1_000)  # one client: ~0.1 MB
     out = tmp_path / "out"
     args = [a for o in sets for a in ("--set", o)]
-    err = one_line_exit_2(capsys, ["run", str(config), "--out", str(out), "--quiet", *args], needle)
+    err = assert_user_error(["run", str(config), "--out", str(out), "--quiet", *args], capsys, needle)
     assert ("local.batch_size" in err and "model.name" in err) or "lower engine.chunk_size" in err
     assert not out.exists()
 
@@ -343,6 +316,6 @@ def test_a_batch_larger_than_every_shard_is_capped_not_run_away(algo):
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="CUDA is available here")
 def test_cuda_asked_for_without_cuda(config, tmp_path, capsys):
     out = tmp_path / "out"
-    one_line_exit_2(capsys, ["run", str(config), "--out", str(out), "--set", "engine.device=cuda"],
+    assert_user_error(["run", str(config), "--out", str(out), "--set", "engine.device=cuda"], capsys,
                     "engine.device: 'cuda' asked for but CUDA is not available")
     assert not out.exists()

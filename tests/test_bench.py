@@ -32,7 +32,9 @@ def test_quick_bench_rows_a_to_d(tmp_path, capsys):
         assert r["sparse_x_copy"] == pytest.approx(r["sparse_s"] / r["copy_s"])
     d = got["d"]
     assert [r["clients"] for r in d] == list(QUICK.scale_clients)
-    assert all(r["peak_mb"] > 0 and r["round_s"] > 0 for r in d)
+    for r in d:  # the process held at least the bank: clients x params float32 numbers (MiB)
+        assert r["peak_mb"] > r["clients"] * r["params"] * 4 / 2 ** 20 and r["round_s"] > 0
+    assert d[-1]["peak_mb"] > d[0]["peak_mb"]
     assert d[0]["max_clients_in_memory"] == d[-1]["max_clients_in_memory"]
 
 
@@ -71,8 +73,10 @@ def test_quick_bench_row_e(tmp_path):
     assert [r["what"] for r in rows] == ["dfl run (vectorized)", "dfl run (ray)", "flower simulation"]
     for r in rows:
         assert "error" not in r, r
-        assert 0 < r["per_round_s"] < r["end_to_end_s"] and 0 <= r["final_acc"] <= 1
-    assert rows[0]["final_acc"] == pytest.approx(rows[1]["final_acc"])
+        assert 0 < r["per_round_s"] < r["end_to_end_s"]
+    # the same config on each: the same final accuracy
+    assert rows[1]["final_acc"] == pytest.approx(rows[0]["final_acc"], abs=1e-6)
+    assert rows[2]["final_acc"] == pytest.approx(rows[0]["final_acc"], abs=1e-6)
 
 
 def test_paper_quick_times_the_paper_setup_next_to_the_papers_loop(tmp_path, capsys):

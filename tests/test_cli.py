@@ -10,20 +10,17 @@ from dfl import results
 from dfl.cli import main
 from dfl.config import load_config
 from dfl.simulation import Simulation
-from tests.conftest import small_toml
 from tests.helpers import (assert_same_history, assert_user_error, interrupted_run, read_metrics,
-                           write_cifar_batch)
+                           write_cifar_batch, write_config)
 
 EXPERIMENTS = sorted(Path(__file__).resolve().parent.parent.joinpath("experiments").rglob("*.toml"))
 
-SMALL = small_toml(rounds=3, **{"algorithm.name": "dfedsam", "local.local_steps": 2, "engine.threads": 1})
+SMALL = {"rounds": 3, "algorithm.name": "dfedsam", "local.local_steps": 2, "engine.threads": 1}
 
 
 @pytest.fixture
 def config(tmp_path):
-    p = tmp_path / "small.toml"
-    p.write_text(SMALL)
-    return p
+    return write_config(tmp_path / "small.toml", **SMALL)
 
 
 def test_run_writes_the_run_directory(config, tmp_path, capsys):

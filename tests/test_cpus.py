@@ -6,7 +6,7 @@ import torch
 
 from dfl import cpus
 from dfl.cli import main
-from tests.conftest import small_toml
+from tests.helpers import write_config
 
 
 @pytest.fixture
@@ -53,9 +53,7 @@ def test_auto_threads_shares_and_configured(machine):
 
 
 def write(tmp_path, **changes):
-    p = tmp_path / "c.toml"
-    p.write_text(small_toml(rounds=1, **{"local.local_steps": 1, **changes}))
-    return p
+    return write_config(tmp_path / "c.toml", rounds=1, **{"local.local_steps": 1, **changes})
 
 
 @pytest.mark.parametrize("changes,want", [({}, 3), ({"engine.threads": 1}, 1)], ids=["auto", "configured"])

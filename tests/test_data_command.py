@@ -53,10 +53,9 @@ def test_bad_plot_suffix(config, tmp_path):
 
 
 def test_cli_exit_code(config, capsys):
-    from dfl.cli import main
+    from tests.helpers import assert_user_error
 
-    assert main(["data", str(config), "--set", "data.name=mnist"]) == 2
-    assert "data.root" in capsys.readouterr().err
+    assert_user_error(["data", str(config), "--set", "data.name=mnist"], capsys, "data.root")
 
 
 def test_table_many_classes():

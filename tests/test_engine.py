@@ -128,20 +128,23 @@ def test_pooled_metrics_are_those_of_its_one_model():
         logits = model(sim.x_test)
     acc = float((logits.argmax(1) == sim.y_test).double().mean())
     assert h[-1]["test_acc"] == pytest.approx(acc, abs=1e-12)
-    assert h[-1]["test_loss"] == pytest.approx(float(F.cross_entropy(logits, sim.y_test)), rel=1e-5)
+    assert h[-1]["test_loss"] == pytest.approx(float(F.cross_entropy(logits, sim.y_test)), rel=1e-6)
     assert h[-1]["local_test_acc"] == h[-1]["test_acc"] and h[-1]["local_test_acc_std"] == 0.0
     assert h[-1]["comm_mb"] == 0.0 and h[-1]["consensus"] == 0.0
     assert acc > 0.3  # it trains (chance 0.1): 15 steps on federation-sized batches of the union
 
 
 def test_inactive_clients_keep_their_model_before_gossip():
-    sim = Simulation(small_config(**{"algorithm.participation": 0.34, "algorithm.name": "dfedavg"}))
+    cfg = small_config(**{"algorithm.participation": 0.34, "algorithm.name": "dfedavg"})
+    sim = Simulation(cfg)
     from dfl import rng
     active = rng.participation(sim.cfg.seed, 0, 6, 0.34)
     before = sim.bank.clone()
     bank, losses = sim.trainer.train(sim.bank.clone(), active, sim.steps, 0.1, 0, None)
     assert torch.equal(bank[~torch.as_tensor(active)], before[~torch.as_tensor(active)])
-    assert np.isnan(losses[~active]).all() and np.isfinite(losses[active]).all()
+    serial = Simulation(cfg.replace(**{"engine.backend": "serial"}))
+    _, want = serial.trainer.train(serial.bank.clone(), active, serial.steps, 0.1, 0, None)
+    assert np.isnan(losses[~active]).all() and np.allclose(losses[active], want[active], rtol=1e-6, atol=0)
 
 
 def test_time_varying_topology_mixes_with_one_matching_per_round():
@@ -160,9 +163,9 @@ def test_time_varying_topology_mixes_with_one_matching_per_round():
 
 def test_large_federations_use_a_sparse_w_with_the_same_metrics(monkeypatch):
     import dfl.simulation as simulation
-    dense = run(small_config(**{"algorithm.name": "dfedsam", "data.holdout_fraction": 0.0}))
+    dense = run(training_config(**{"algorithm.name": "dfedsam", "data.holdout_fraction": 0.0}))
     monkeypatch.setattr(simulation, "DENSE_MAX_N", 4)  # pretend 6 clients is a huge federation
-    sim = Simulation(small_config(**{"algorithm.name": "dfedsam", "data.holdout_fraction": 0.0}))
+    sim = Simulation(training_config(**{"algorithm.name": "dfedsam", "data.holdout_fraction": 0.0}))
     assert sim.mixing(0)[0].layout == torch.sparse_csr
     assert_same_history(dense, sim.run(), tol=1e-6)
 
@@ -173,7 +176,7 @@ def test_sharpness_every_k_rounds_is_the_sam_ascent_loss_increase():
     h = sim.run()
     assert ["sharpness" in r for r in h] == [False, True, False, True]
     direct = sharpness(sim.model, sim.layout, sim.bank.mean(0), sim.x_test, sim.y_test, 0.05)
-    assert h[-1]["sharpness"] == pytest.approx(direct, rel=1e-5)
+    assert h[-1]["sharpness"] == pytest.approx(direct, rel=1e-6)
     assert h[-1]["sharpness"] > 0  # a small ascent step along the gradient raises the loss
 
 

@@ -1,5 +1,4 @@
 """NaN / Inf in a client's loss or model: detected at once; on_nan = "stop" or "skip_client"."""
-import json
 import math
 
 import numpy as np
@@ -7,14 +6,14 @@ import pytest
 import torch
 
 from dfl import results
-from dfl.cli import main
 from dfl.engines.vectorized import VectorizedTrainer
 from dfl.errors import DivergedError
 from dfl.faults import diverged, finite_rows, neighbour_mean
 from dfl.simulation import Simulation
-from tests.conftest import small_config, small_toml
+from tests.conftest import small_config
+from tests.helpers import assert_user_error, read_metrics, write_config
 
-SMALL = small_toml(rounds=4, **{"local.local_steps": 2, "metrics.checkpoint_every": 1})
+SMALL = {"rounds": 4, "local.local_steps": 2, "metrics.checkpoint_every": 1}
 
 
 def poisoned(orig, client, round_, what="row"):
@@ -67,17 +66,13 @@ def test_real_divergence_is_caught_in_the_round_it_happens():
 
 
 def test_stop_from_the_cli_keeps_the_last_good_checkpoint(tmp_path, capsys, monkeypatch):
-    cfg = tmp_path / "c.toml"
-    cfg.write_text(SMALL)
+    cfg = write_config(tmp_path / "c.toml", **SMALL)
     out = tmp_path / "run"
     monkeypatch.setattr(VectorizedTrainer, "train", poisoned(VectorizedTrainer.train, 3, 2))
-    assert main(["run", str(cfg), "--out", str(out), "--quiet"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "client 3" in err[0] and "round 3" in err[0]
+    assert_user_error(["run", str(cfg), "--out", str(out), "--quiet"], capsys, "client 3", "round 3")
     state = results.load_checkpoint(out)
     assert state["round"] == 2 and torch.isfinite(state["bank"]).all()
-    lines = (out / "metrics.jsonl").read_text().splitlines()
-    assert [json.loads(x)["round"] for x in lines] == [1, 2]
+    assert [r["round"] for r in read_metrics(out)] == [1, 2]
 
 
 def test_neighbour_mean_and_isolated_fallback():

@@ -43,8 +43,8 @@ def identity():
 ])
 def test_centralized_through_flower_strategy_matches_dfl(tmp_path, sets, n):
     rows = run_in_memory(tmp_path, sets, n)
-    assert_rows_match(rows, reference(sets))
-    assert all(r["consensus"] == 0.0 and r["drift"] > 0 for r in rows)
+    assert_rows_match(rows, reference(sets))  # the drift too
+    assert all(r["consensus"] == 0.0 for r in rows)
 
 
 @pytest.mark.parametrize("sets, n", [
@@ -59,7 +59,6 @@ def test_centralized_through_flower_strategy_matches_dfl(tmp_path, sets, n):
 def test_gossip_relay_matches_dfl(tmp_path, sets, n):
     rows = run_in_memory(tmp_path, sets, n)
     assert_rows_match(rows, reference(sets))
-    assert rows[-1]["consensus"] > 0
 
 
 def test_run_directory_has_dfl_format(tmp_path):

@@ -14,7 +14,6 @@ import os
 import signal
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +21,14 @@ import numpy as np
 import pytest
 
 flwr = pytest.importorskip("flwr")
-from flwr.app import Context, Error, Message, RecordDict  # noqa: E402
+from flwr.app import Context, Message, RecordDict  # noqa: E402
 from flwr.proto.node_pb2 import NodeInfo  # noqa: E402
 
 import topologies  # noqa: E402
 from dfl.errors import ConfigError, DflError  # noqa: E402
-from dfl.flower import records as R, server_app  # noqa: E402
+from dfl.flower import records as R, server_app, tolerant  # noqa: E402
 from dfl.flower.tolerant import TolerantGrid, min_nodes  # noqa: E402
-from tests.flower_helpers import MemoryGrid, reference, run_config, task_identity  # noqa: E402
+from tests.flower_helpers import MemoryGrid, reference, run_config, task_identity, unavailable  # noqa: E402
 from tests.helpers import read_metrics  # noqa: E402
 
 
@@ -38,6 +37,19 @@ def identity():
     """What Flower's runtime sets in a ServerApp / ClientApp process before messages are built."""
     with task_identity():
         yield
+
+
+def round_of(m: Message) -> int:
+    """The (1-based) round a server message belongs to."""
+    conf = dict(m.content.config_records.get("config", {}))
+    return int(conf["server-round"]) if "server-round" in conf else int(conf.get("round", -1)) + 1
+
+
+def no_reply(grid: MemoryGrid, m: Message, mode: str) -> list:
+    """What the ServerApp gets for ``m`` from a node that is down: nothing ("silent"), or the
+    SuperLink's Node Unavailable error ("error")."""
+    grid.sent.append(f"lost {m.metadata.message_type}")
+    return [unavailable(m)] if mode == "error" else []
 
 
 class FailingGrid(MemoryGrid):
@@ -49,25 +61,14 @@ class FailingGrid(MemoryGrid):
         self.dead, self.from_round, self.mode, self.at = self.ids[dead], from_round, mode, at
         self.down = False
 
-    def _round(self, m: Message) -> int:
-        conf = dict(m.content.config_records.get("config", {}))
-        return int(conf["server-round"]) if "server-round" in conf else int(conf.get("round", -1)) + 1
-
-    def send_and_receive(self, messages, *, timeout=None):
-        replies = []
-        for m in messages:
-            m.metadata.__dict__["_message_id"] = uuid.uuid4().hex  # as a real Grid's push does
-            node = m.metadata.dst_node_id
-            if node == self.dead and not self.down and self._round(m) >= self.from_round \
-                    and self.at in (None, m.metadata.message_type):
-                self.down = True
-            if node == self.dead and self.down:
-                self.sent.append(f"lost {m.metadata.message_type}")
-                if self.mode == "error":
-                    replies.append(Message(Error(code=5, reason="Node Unavailable (test)"), reply_to=m))
-                continue
-            replies += super().send_and_receive([m], timeout=timeout)
-        return replies
+    def deliver(self, m: Message) -> list:
+        node = m.metadata.dst_node_id
+        if node == self.dead and not self.down and round_of(m) >= self.from_round \
+                and self.at in (None, m.metadata.message_type):
+            self.down = True
+        if node == self.dead and self.down:
+            return no_reply(self, m, self.mode)
+        return super().deliver(m)
 
 
 class RejoiningGrid(MemoryGrid):
@@ -91,9 +92,6 @@ class RejoiningGrid(MemoryGrid):
         self.setups: list[tuple[int, Any, dict]] = []  # (node, model, the last mix replies then)
         self.mixed: dict[int, RecordDict] = {}
 
-    def _round(self, m: Message) -> int:
-        return FailingGrid._round(self, m)
-
     def _update(self) -> None:
         if not self.is_back and self.seen >= self.back_round - 1:
             self.is_back = True
@@ -112,25 +110,18 @@ class RejoiningGrid(MemoryGrid):
         return [NodeInfo(node_id=i, last_activated_at="again" if again and i == self.old else "first")
                 for i in self.get_node_ids()]
 
-    def send_and_receive(self, messages, *, timeout=None):
-        replies = []
-        for m in messages:
-            m.metadata.__dict__["_message_id"] = uuid.uuid4().hex
-            node, kind = m.metadata.dst_node_id, m.metadata.message_type
-            self.seen = max(self.seen, self._round(m))
-            dead = node == self.old and self.down_round <= self._round(m) and not (self.same_id and self.is_back)
-            restarted = self.is_back and not self.same_id and self.claims == self.dead  # the old process is gone
-            if dead or (node == self.old and restarted):
-                self.sent.append(f"lost {kind}")
-                if self.mode == "error":
-                    replies.append(Message(Error(code=5, reason="Node Unavailable (test)"), reply_to=m))
-                continue
-            if kind == "query.setup":
-                self.setups.append((node, m.content[R.ARRAYS], dict(self.mixed)))
-            for reply in super().send_and_receive([m], timeout=timeout):
-                if kind == "query.mix":
-                    self.mixed[node] = reply.content[R.ARRAYS]
-                replies.append(reply)
+    def deliver(self, m: Message) -> list:
+        node, kind = m.metadata.dst_node_id, m.metadata.message_type
+        self.seen = max(self.seen, round_of(m))
+        dead = node == self.old and self.down_round <= round_of(m) and not (self.same_id and self.is_back)
+        restarted = self.is_back and not self.same_id and self.claims == self.dead  # the old process is gone
+        if dead or (node == self.old and restarted):
+            return no_reply(self, m, self.mode)
+        if kind == "query.setup":
+            self.setups.append((node, m.content[R.ARRAYS], dict(self.mixed)))
+        replies = super().deliver(m)
+        if kind == "query.mix":
+            self.mixed[node] = replies[0].content[R.ARRAYS]
         return replies
 
 
@@ -199,7 +190,7 @@ def test_run_stops_below_min_nodes(tmp_path, sets):
                                        r"client 3 in round 2") as info:
         run_failing(tmp_path, sets, 4, {"min-nodes": 4}, dead=3, from_round=2)
     assert "\n" not in str(info.value)
-    assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 1  # round 1 kept
+    assert [r["round"] for r in read_metrics(tmp_path / "run")] == [1]  # round 1 kept
 
 
 def test_a_client_missing_at_setup_is_lost_from_the_start(tmp_path):
@@ -287,6 +278,26 @@ def test_tolerant_grid_drops_messages_to_lost_nodes():
     assert grid.get_node_ids() == [1, 3] and len(grid.send_and_receive(msgs(), timeout=1)) == 2
 
 
+
+@pytest.mark.xfail(strict=True, reason="dfl bug: TolerantGrid._identify maps replies to nodes before the Grid "
+                                       "has given the messages their ids, so a SuperLink error (sent from "
+                                       "the SuperLink's node id) is not matched to its node")
+def test_a_new_node_whose_query_gets_an_error_is_left_out_for_that_error(monkeypatch):
+    said = []
+    monkeypatch.setattr(tolerant, "log", lambda level, msg, *args: said.append(msg % args))
+
+    class Unreachable(MemoryGrid):
+        def deliver(self, m):
+            return [unavailable(m)]
+
+    link = Unreachable({}, 2)
+    grid = TolerantGrid(link, min_nodes=1)
+    grid.start(link.ids)
+    link.ids.append(4242)  # connects, then misses its heartbeats before it answers
+    assert grid.admit(timeout=5) == []
+    (line,) = [x for x in said if x.startswith("dfl: SuperNode 4242 connected")]
+    assert "Node Unavailable" in line, line
+
 # ------------------------------------------------------------------ a real deployment
 @pytest.mark.slow
 def test_deployment_supernode_killed_and_restarted_rejoins(tmp_path):
@@ -320,7 +331,7 @@ def test_deployment_supernode_killed_and_restarted_rejoins(tmp_path):
                                          "--node-config", "partition-id=2 num-partitions=3"], env_for(again), again)
         runner.join(timeout=600)
         assert done and done[0] is None, done
-        rows = [json.loads(x) for x in metrics.read_text().splitlines()]
+        rows = read_metrics(out)
         got = [(r["round"], r["lost_nodes"], r["active_clients"], r["rejoined_nodes"]) for r in rows]
         print("rows (round, lost, active, rejoined):", got)
         assert got[:2] == [(1, 0, 3, 0), (2, 1, 2, 0)] and len(got) == 4

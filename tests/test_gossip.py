@@ -44,7 +44,7 @@ def test_sparse_and_dense_agree():
     dense = mix(X, as_operator(W, sparse=False), 3)
     sparse = mix(X, as_operator(W, sparse=True), 3)
     assert as_operator(W).layout == torch.sparse_csr  # picked automatically: exponential graph is sparse
-    assert torch.allclose(dense, sparse, atol=1e-5)
+    assert torch.allclose(dense, sparse, atol=1e-6)
 
 
 def test_consensus_distance_definition():

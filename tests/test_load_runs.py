@@ -20,9 +20,6 @@ pd = pytest.importorskip("pandas")
 ROOT = Path(__file__).resolve().parents[1]
 
 
-lines = read_metrics
-
-
 def sweep_config() -> dict:
     """2 algorithms x 2 seeds, rounds 3 evaluated at 2 and 3."""
     raw = to_dict(small_config(rounds=3, eval_every=2, **{"engine.threads": 1}))
@@ -45,7 +42,7 @@ def test_run_returns_the_history_and_writes_the_run_directory(tmp_path):
     cfg = small_config(**{"engine.threads": 1})
     history = dfl.run(cfg, out=tmp_path / "a", quiet=True)
     assert [r["round"] for r in history] == [1, 2]
-    assert history == lines(tmp_path / "a")
+    assert history == read_metrics(tmp_path / "a")
     assert {"config.toml", "summary.json", "manifest.json"} <= {p.name for p in (tmp_path / "a").iterdir()}
     with pytest.raises(DflError, match="directory exists and is not empty"):
         dfl.run(cfg, out=tmp_path / "a", quiet=True)
@@ -63,7 +60,7 @@ def test_run_of_a_list_valued_config_is_a_sweep(sweep):
     assert [name[:4] for name in sorted(histories)] == ["000-", "001-", "002-", "003-"]
     assert (out / "sweep.json").is_file()
     for name, history in histories.items():
-        assert [r["round"] for r in history] == [2, 3] and history == lines(out / name)
+        assert [r["round"] for r in history] == [2, 3] and history == read_metrics(out / name)
 
 
 def test_import_dfl_stays_light():
@@ -84,7 +81,7 @@ def test_load_runs_holds_every_metrics_line(sweep):
     assert df["round"].dtype.kind == "i" and set(df["runtime"]) == {"dfl"}
     for name in histories:
         part = df[df["run"] == str(out / name)]
-        want = lines(out / name)
+        want = read_metrics(out / name)
         assert len(part) == len(want)
         for (_, got), row in zip(part.iterrows(), want):
             for key, value in row.items():
@@ -171,7 +168,7 @@ def test_flower_runs_are_rows_like_any_other(sweep, tmp_path):
     df = dfl.load_runs([run, sweep[0]])
     part = df[df["runtime"] == "flower"]
     assert part["run"].unique().tolist() == [str(run)] and part["label"].iloc[0].endswith("(Flower)")
-    for (_, got), row in zip(part.iterrows(), lines(run)):
+    for (_, got), row in zip(part.iterrows(), read_metrics(run)):
         for key, value in row.items():
             assert got[key] == pytest.approx(value), key
-    assert len(df) == 8 + len(lines(run))
+    assert len(df) == 8 + len(read_metrics(run))

@@ -85,11 +85,10 @@ def test_groups_must_divide_the_channels(name, groups):
 def test_cnn1d_on_mnist1d_vectorized_equals_serial():
     from dfl.simulation import Simulation
     from tests.conftest import small_config
+    from tests.helpers import assert_same_history
 
     common = {"data.name": "mnist1d", "data.partition": "dirichlet_prior", "data.alpha": 0.3,
               "model.name": "cnn1d", "algorithm.name": "dfedsam", "rounds": 2}
     v = Simulation(small_config(**common)).run()
     s = Simulation(small_config(**common, **{"engine.backend": "serial"})).run()
-    for a, b in zip(v, s):
-        for k in ("test_acc", "test_loss", "train_loss", "consensus"):
-            assert a[k] == pytest.approx(b[k], abs=1e-6, rel=1e-6), k
+    assert_same_history(v, s, tol=1e-6, keys=("test_acc", "test_loss", "train_loss", "consensus"))

@@ -57,13 +57,13 @@ def test_vmap_over_clients_equals_loop(name, shape):
     with torch.no_grad():
         batched = vmap(lambda p, xb: functional_call(base, p, (xb,)))(params, x)
         loop = torch.stack([m(xi) for m, xi in zip(models, x)])
-    torch.testing.assert_close(batched, loop, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(batched, loop, atol=1e-6, rtol=1e-6)
     grads = vmap(grad(loss))(params, x, y)
     for i, m in enumerate(models):
         m.zero_grad()
         torch.nn.functional.cross_entropy(m(x[i]), y[i]).backward()
         for k, p in m.named_parameters():
-            torch.testing.assert_close(grads[k][i], p.grad, atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(grads[k][i], p.grad, atol=1e-6, rtol=1e-6)
 
 
 @pytest.mark.parametrize("name", ["vit", "mixer"])

@@ -1,7 +1,6 @@
 """dfl.rundir and dfl.plots on fake run and sweep directories with known metrics."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +9,9 @@ import pytest
 from dfl import plots
 from dfl.errors import DflError
 from dfl.rundir import group_runs, load_run, load_runs
-from tests.fake_runs import fake_metrics, write_run, write_sweep
+from tests.fake_runs import edit_config, edit_metrics, fake_metrics, write_run, write_sweep
+from tests.helpers import assert_user_error
+
 
 def lines_by_label(ax) -> dict:
     """The data lines of an axes by label (theory slopes and bands are labelled '_...')."""
@@ -64,7 +65,7 @@ def test_sweep_member_without_metrics_is_skipped_and_reported(tmp_path):
 def test_groups_with_same_label_are_told_apart(tmp_path):
     a = write_run(tmp_path / "a")
     b = write_run(tmp_path / "b")
-    (b / "config.toml").write_text((b / "config.toml").read_text().replace("lr = 0.1", "lr = 0.05"))
+    edit_config(b, "lr = 0.1", "lr = 0.05")
     assert sorted(g.label for g in group_runs(load_runs([a, b]))) == [
         "DFedSAM, ring, Q=1 (local.lr=0.05)", "DFedSAM, ring, Q=1 (local.lr=0.1)"]
 
@@ -255,21 +256,6 @@ def test_unknown_figure_name(tmp_path):
 # ---------------------------------------------------------------------------- figures a paper can use
 
 
-def _edit_config(run: Path, old: str, new: str) -> Path:
-    text = (run / "config.toml").read_text()
-    assert old in text
-    (run / "config.toml").write_text(text.replace(old, new))
-    return run
-
-
-def _rewrite_rows(run: Path, **values) -> Path:
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    for row in rows:
-        row.update({k: (v(row) if callable(v) else v) for k, v in values.items()})
-    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return run
-
-
 def _inside(inner, outer, tol: float = 0.5) -> bool:
     return (inner.x0 >= outer.x0 - tol and inner.y0 >= outer.y0 - tol
             and inner.x1 <= outer.x1 + tol and inner.y1 <= outer.y1 + tol)
@@ -280,7 +266,7 @@ def test_legend_and_every_text_lie_inside_the_saved_canvas(tmp_path, style):
     runs = []
     for i in range(7):  # seven variants with long names, only the name differs: long legend labels
         run = write_run(tmp_path / f"r{i}", seed=0, summary=False)
-        _edit_config(run, 'name = ""', f'name = "variant {i} of a much longer experiment name than fits one column"')
+        edit_config(run, 'name = ""', f'name = "variant {i} of a much longer experiment name than fits one column"')
         runs.append(run)
     figures = {"comm": plots.plot_accuracy_vs_comm(load_runs(runs), style=style),
                "consensus": plots.plot_consensus(load_runs(runs), style=style)}
@@ -298,8 +284,8 @@ def test_legend_and_every_text_lie_inside_the_saved_canvas(tmp_path, style):
 
 def test_variants_differing_only_in_rho_get_their_own_colours(tmp_path):
     a = write_run(tmp_path / "a")
-    b = _edit_config(write_run(tmp_path / "b"), "rho = 0.05", "rho = 0.01")
-    c = _edit_config(write_run(tmp_path / "c", "dfedavg"), 'optimizer = "sam"', 'optimizer = "sgd"')
+    b = edit_config(write_run(tmp_path / "b"), "rho = 0.05", "rho = 0.01")
+    c = edit_config(write_run(tmp_path / "c", "dfedavg"), 'optimizer = "sam"', 'optimizer = "sgd"')
     colours: dict[str, set] = {}
     figs = plots.make_figures(load_runs([a, b, c]), names=["consensus", "accuracy", "comm"])
     for fig in figs.values():
@@ -346,7 +332,7 @@ def test_gossip_only_slope_is_one_minus_gap_to_the_2q_on_a_ring(tmp_path, q):
     n = 8
     W = topologies.mixing_matrix(topologies.build("ring", n), "metropolis")
     gap = topologies.spectral_gap(W)
-    run = _rewrite_rows(_edit_config(write_run(tmp_path / "r", q=q), "num_clients = 8", f"num_clients = {n}"),
+    run = edit_metrics(edit_config(write_run(tmp_path / "r", q=q), "num_clients = 8", f"num_clients = {n}"),
                         spectral_gap=gap, effective_gap=1 - (1 - gap) ** q)
     (ax,) = [a for a in plots.plot_consensus(load_runs([run])).axes if a.get_visible()]
     (theory,) = _theory_lines(ax)
@@ -364,8 +350,8 @@ def test_gossip_only_slope_is_one_minus_gap_to_the_2q_on_a_ring(tmp_path, q):
 
 @pytest.mark.parametrize("topo, period", [("one_peer_exponential", 3), ("random_neighbors", 1)])
 def test_time_varying_graph_uses_its_period_gap(tmp_path, topo, period):
-    run = _edit_config(write_run(tmp_path / "r"), 'name = "ring"', f'name = "{topo}"')
-    run = _rewrite_rows(run, spectral_gap=0.0, effective_gap=0.0, period_gap=0.875)
+    run = edit_config(write_run(tmp_path / "r"), 'name = "ring"', f'name = "{topo}"')
+    run = edit_metrics(run, spectral_gap=0.0, effective_gap=0.0, period_gap=0.875)
     (g,) = group_runs(load_runs([run]))
     # 8 clients: one_peer_exponential repeats every 3 rounds; random_neighbors' gap is per round
     assert plots.gossip_rate(g) == pytest.approx((1 - 0.875) ** (2 / period))
@@ -385,15 +371,12 @@ def test_server_averaging_has_no_slope_and_complete_graph_none_either(tmp_path):
 
 
 def test_gap_figure_needs_two_different_gaps(tmp_path, capsys):
-    from dfl import cli
-
     sweep = write_sweep(tmp_path / "s", qs=(1,), seeds=(0, 1))
     runs = load_runs([sweep])
     assert "gap" not in plots.default_figures(runs)
     with pytest.raises(DflError, match="needs runs with at least two different effective_gap values .*all have 0.05"):
         plots.plot_gap(runs)
-    assert cli.main(["plot", str(sweep), "--figure", "gap"]) == 2
-    assert capsys.readouterr().err.count("\n") == 1
+    assert_user_error(["plot", str(sweep), "--figure", "gap"], capsys, "needs runs with at least two different")
 
 
 def test_paper_style_writes_a_one_column_pdf(tmp_path, capsys):
@@ -412,5 +395,5 @@ def test_paper_style_writes_a_one_column_pdf(tmp_path, capsys):
         assert 72 * 2 < box[3] - box[1] < 72 * 6  # taller than the axes alone: the legend is on the page
     assert cli.main(["plot", str(sweep), "--style", "paper", "--out", str(tmp_path / "f.svg"), "--figure", "comm"]) == 0
     assert (tmp_path / "f.svg").read_text().count('width="237.6pt"') == 1
-    assert cli.main(["plot", str(sweep), "--style", "paper", "--out", str(tmp_path / "f.png")]) == 2
-    assert "--style paper writes vector figures; use a file name ending in .pdf, .svg" in capsys.readouterr().err
+    assert_user_error(["plot", str(sweep), "--style", "paper", "--out", str(tmp_path / "f.png")], capsys,
+                      "--style paper writes vector figures; use a file name ending in .pdf, .svg")

@@ -7,6 +7,7 @@ from dfl import cli, plots
 from dfl.commands import plot as plot_cmd
 
 from tests.fake_runs import write_run, write_sweep
+from tests.helpers import assert_user_error
 
 
 def dfl(*argv: str) -> int:
@@ -45,6 +46,4 @@ def test_single_figure_goes_to_out_itself(tmp_path, capsys):
 ])
 def test_user_errors_exit_2_with_one_line(tmp_path, capsys, argv, message):
     write_run(tmp_path / "r")
-    assert cli.main(["plot", *[a.format(tmp=tmp_path) for a in argv]]) == 2
-    err = capsys.readouterr().err
-    assert message in err and err.count("\n") == 1 and err.startswith("dfl: error:")
+    assert_user_error(["plot", *[a.format(tmp=tmp_path) for a in argv]], capsys, message)

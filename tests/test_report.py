@@ -15,7 +15,8 @@ from dfl import cli, report
 from dfl.commands import report as report_cmd
 from dfl.rundir import group_runs, load_run, load_runs
 
-from tests.fake_runs import fake_metrics, write_run, write_sweep
+from tests.fake_runs import edit_config, edit_metrics, fake_metrics, write_metrics, write_run, write_sweep
+from tests.helpers import assert_user_error, read_metrics
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
 
@@ -107,9 +108,7 @@ def test_missing_figure_is_a_note_not_a_failure(tmp_path):
 ])
 def test_cli_user_errors(tmp_path, capsys, argv, message):
     write_run(tmp_path / "r")
-    assert cli.main(["report", *[a.format(tmp=tmp_path) for a in argv]]) == 2
-    err = capsys.readouterr().err
-    assert message in err and err.count("\n") == 1
+    assert_user_error(["report", *[a.format(tmp=tmp_path) for a in argv]], capsys, message)
 
 
 def test_cli_writes_default_out(tmp_path, capsys):
@@ -153,10 +152,10 @@ def seed_sweep(path: Path, single: bool = True) -> Path:
     sweep = write_sweep(path, algos=("dfedsam", "dfedavg"), qs=(1,), seeds=(0, 1, 2))
     for algo, finals in FINALS.items():
         for seed, acc in enumerate(finals):
-            metrics = sweep / f"{algo}-ring-q1-s{seed}" / "metrics.jsonl"
-            rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+            run = sweep / f"{algo}-ring-q1-s{seed}"
+            rows = read_metrics(run)
             rows[-1]["test_acc"] = acc
-            metrics.write_text("".join(json.dumps(r) + "\n" for r in rows))
+            write_metrics(run, rows)
     if single:
         write_run(path / "fedavg-s0", "fedavg")
         meta = json.loads((sweep / "sweep.json").read_text())
@@ -233,10 +232,9 @@ def test_markdown_escapes_pipes():
 
 def test_unknown_baseline_is_one_line_with_the_choices(tmp_path, capsys):
     sweep = seed_sweep(tmp_path / "s", single=False)
-    assert cli.main(["report", str(sweep), "--baseline", "DFedSAM, ring, Q=2"]) == 2
-    err = capsys.readouterr().err
+    err = assert_user_error(["report", str(sweep), "--baseline", "DFedSAM, ring, Q=2"], capsys)
     assert err == ("dfl: error: --baseline 'DFedSAM, ring, Q=2': no such variant (did you mean "
-                   "'DFedSAM, ring, Q=1'?); choose one of 'DFedSAM, ring, Q=1'; 'DFedAvg, ring, Q=1'\n")
+                   "'DFedSAM, ring, Q=1'?); choose one of 'DFedSAM, ring, Q=1'; 'DFedAvg, ring, Q=1'")
 
 
 # ---------------------------------------------------------------------------- figures of the page
@@ -267,11 +265,8 @@ def test_figures_have_captions_and_the_table_the_figures_colours(sweep):
 
 
 def test_time_varying_graph_shows_its_period_gap(tmp_path):
-    run = write_run(tmp_path / "r", summary=False)
-    (run / "config.toml").write_text((run / "config.toml").read_text().replace('"ring"', '"one_peer_exponential"'))
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    (run / "metrics.jsonl").write_text("".join(json.dumps({**r, "spectral_gap": 0.0, "period_gap": 0.875}) + "\n"
-                                               for r in rows))
+    run = edit_config(write_run(tmp_path / "r", summary=False), '"ring"', '"one_peer_exponential"')
+    edit_metrics(run, spectral_gap=0.0, period_gap=0.875)
     (cells,) = summary_cells(report.build_report([run])).values()
     assert cells[0] == "DFedSAM, one_peer_exponential, Q=1" and cells[10] == "0.875"  # not one matching's 0
 

@@ -16,26 +16,23 @@ import torch
 
 from dfl import results
 from dfl.cli import main
-from tests.conftest import small_toml
 from tests import helpers
-from tests.helpers import assert_same_history, assert_user_error, read_metrics
+from tests.helpers import assert_same_history, assert_user_error, read_metrics, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
-CONFIG = small_toml(rounds=12, **{"local.local_steps": 5, "faults.dropout": 0.2, "faults.link_failure": 0.2,
-                                   "faults.straggler": 0.3, "engine.threads": 1, "metrics.checkpoint_every": 1})
+CONFIG = {"rounds": 12, "local.local_steps": 5, "faults.dropout": 0.2, "faults.link_failure": 0.2,
+          "faults.straggler": 0.3, "engine.threads": 1, "metrics.checkpoint_every": 1}
 # the default checkpoint cadence (metrics.checkpoint_every = 0: first round, then every few minutes)
-DEFAULT_CADENCE = small_toml(rounds=12, **{"local.local_steps": 5, "faults.dropout": 0.2, "faults.straggler": 0.3,
-                                            "engine.threads": 1})
+DEFAULT_CADENCE = {"rounds": 12, "local.local_steps": 5, "faults.dropout": 0.2, "faults.straggler": 0.3,
+                   "engine.threads": 1}
 COMPARE = ("round", "test_acc", "test_loss", "consensus", "train_loss", "local_test_acc", "active_clients",
            "live_edges", "spectral_gap", "stragglers", "comm_mb")
 
 
 @pytest.fixture
 def config(tmp_path):
-    p = tmp_path / "c.toml"
-    p.write_text(CONFIG)
-    return p
+    return write_config(tmp_path / "c.toml", **CONFIG)
 
 
 rows = read_metrics
@@ -83,8 +80,7 @@ def test_kill_9_then_resume_gives_the_uninterrupted_metrics(config, tmp_path):
 
 def test_kill_9_at_a_random_round_with_the_default_config_then_resume(tmp_path):
     """No checkpoint_every: the first round's checkpoint (then one every few minutes) is there."""
-    config = tmp_path / "default.toml"
-    config.write_text(DEFAULT_CADENCE)
+    config = write_config(tmp_path / "default.toml", **DEFAULT_CADENCE)
     # at >= 2: round 2's line is written after round 1's checkpoint (a kill right after round 1's
     # line can land before that checkpoint exists; there is nothing to resume then)
     at = random.Random().randint(2, 8)
@@ -99,8 +95,7 @@ def test_kill_9_at_a_random_round_with_the_default_config_then_resume(tmp_path):
 
 @pytest.mark.parametrize("signum,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "SIGINT"])
 def test_a_signal_writes_a_checkpoint_and_says_how_to_resume(tmp_path, signum, code):
-    config = tmp_path / "long.toml"
-    config.write_text(small_toml(rounds=40, **{"local.local_steps": 5, "engine.threads": 1}))
+    config = write_config(tmp_path / "long.toml", rounds=40, **{"local.local_steps": 5, "engine.threads": 1})
     part = tmp_path / "part"
     proc = start_run(config, part)
     assert signal_after(proc, part, 3, signum) == code

@@ -14,25 +14,16 @@ import pytest
 from dfl import results
 from dfl.cli import main
 from dfl.config import load_config
-from dfl.simulation import Simulation
-from tests.conftest import small_toml
-from tests.helpers import assert_same_history, read_metrics
+from tests.helpers import assert_same_history, assert_user_error, interrupted_run, read_metrics, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
-SWEEP = small_toml(rounds=5, **{"local.local_steps": 2, "engine.threads": 1}).replace(
-    "lr = 0.1", "lr = [0.05, 0.1, 0.2]")
+SWEEP = {"rounds": 5, "local.local_steps": 2, "engine.threads": 1}
 COMPARE = ("round", "test_acc", "test_loss", "consensus", "train_loss", "local_test_acc", "comm_mb")
 
 
 @pytest.fixture
 def config(tmp_path):
-    p = tmp_path / "sweep.toml"
-    p.write_text(SWEEP)
-    assert "lr = [0.05, 0.1, 0.2]" in SWEEP
-    return p
-
-
-rows = read_metrics
+    return write_config(tmp_path / "sweep.toml", {"local.lr": [0.05, 0.1, 0.2]}, **SWEEP)
 
 
 def same(a, b):
@@ -48,21 +39,8 @@ def interrupt(run_dir, stop_after=3):
     its checkpoint is the first round's (the default cadence), metrics.jsonl has more rows."""
     cfg = load_config(run_dir / "config.toml")
     shutil.rmtree(run_dir)
-    run_dir.mkdir()
-    writer = results.RunDir(run_dir, cfg)
-    sim = Simulation(cfg)
-
-    class Killed(Exception):
-        pass
-
-    def on_round(s, row):
-        writer(s, row)
-        if s.round == stop_after:
-            raise Killed
-
-    with pytest.raises(Killed):
-        sim.run(on_round, writer.after_round)
-    assert results.load_checkpoint(run_dir)["round"] == 1 and len(rows(run_dir)) == stop_after
+    interrupted_run(cfg, run_dir, stop_after, before_checkpoint=True)
+    assert results.load_checkpoint(run_dir)["round"] == 1 and len(read_metrics(run_dir)) == stop_after
 
 
 def test_resume_finishes_a_sweep(config, tmp_path, capsys):
@@ -83,7 +61,7 @@ def test_resume_finishes_a_sweep(config, tmp_path, capsys):
     assert main(["sweep", "--resume", str(out), "--quiet"]) == 0
     assert snapshot(finished) == before
     for n in names:
-        same(rows(ref / n), rows(out / n))
+        same(read_metrics(ref / n), read_metrics(out / n))
         assert results.load_checkpoint(out / n)["round"] == 5
     assert "sweep of 3 runs" in capsys.readouterr().out
     # a finished sweep: nothing to do, nothing touched
@@ -93,21 +71,17 @@ def test_resume_finishes_a_sweep(config, tmp_path, capsys):
 
 
 def test_a_failing_run_does_not_stop_the_others(tmp_path, capsys):
-    p = tmp_path / "c.toml"
-    p.write_text(small_toml(rounds=2, **{"engine.threads": 1, "local.schedule": "constant"}).replace(
-        "lr = 0.1", "lr = [0.1, 1000000.0, 0.05]"))
+    p = write_config(tmp_path / "c.toml", {"local.lr": [0.1, 1000000.0, 0.05]},
+                     rounds=2, **{"engine.threads": 1, "local.schedule": "constant"})
     out = tmp_path / "sweep"
-    assert main(["sweep", str(p), "--out", str(out), "--quiet"]) == 2
-    cap = capsys.readouterr()
-    err = cap.err.strip()
-    assert len(err.splitlines()) == 1 and "1 of 3 runs failed" in err and "001-lr=1000000.0" in err, err
-    assert "not finite" in err and f"dfl sweep --resume {out}" in err and "Traceback" not in err
+    assert_user_error(["sweep", str(p), "--out", str(out), "--quiet"], capsys, "1 of 3 runs failed",
+                      "001-lr=1000000.0", "not finite", f"dfl sweep --resume {out}")
     ok = sorted(d.name for d in out.iterdir() if (d / "summary.json").is_file())
     assert ok == ["000-lr=0.1", "002-lr=0.05"]
     assert "not finite" in (out / "001-lr=1000000.0" / "error.txt").read_text()
     # resume retries only the failed one (still failing): the others stay as they are
     kept = snapshot(out / "000-lr=0.1")
-    assert main(["sweep", "--resume", str(out), "--quiet"]) == 2
+    assert_user_error(["sweep", "--resume", str(out), "--quiet"], capsys, "1 of 3 runs failed")
     assert snapshot(out / "000-lr=0.1") == kept
 
 
@@ -118,9 +92,7 @@ def test_a_failing_run_does_not_stop_the_others(tmp_path, capsys):
 ])
 def test_bad_resume_command_lines(config, tmp_path, capsys, argv, needle):
     argv = [a.replace("{tmp}", str(tmp_path)).replace("CONFIG", str(config)) for a in argv]
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert needle in err and len(err.splitlines()) == 1, err
+    assert_user_error(argv, capsys, needle)
 
 
 @pytest.mark.slow  # three spawned job processes (torch imports) on 2 cores: ~30 s
@@ -150,10 +122,10 @@ def test_jobs_in_processes_stop_on_sigterm_and_resume(config, tmp_path):
     err = proc.stderr.read().decode().strip()
     assert len(err.splitlines()) == 1 and f"dfl sweep --resume {out}" in err, err
     started = [d for d in sorted(out.iterdir()) if d.is_dir()]
-    assert len(started) == 2 and all(results.load_checkpoint(d)["round"] == len(rows(d)) for d in started)
+    assert len(started) == 2 and all(results.load_checkpoint(d)["round"] == len(read_metrics(d)) for d in started)
     assert main(["sweep", "--resume", str(out), "--quiet", "--jobs", "2"]) == 0
     from dfl import cpus
     for d in sorted(p for p in out.iterdir() if p.is_dir()):
-        assert [r["round"] for r in rows(d)] == list(range(1, 401))
+        assert [r["round"] for r in read_metrics(d)] == list(range(1, 401))
         # every run was resumed or started beside another one: each had half the CPUs
         assert json.loads((d / "manifest.json").read_text())["torch_threads"] == cpus.auto_threads(0, share=2)

@@ -156,15 +156,9 @@ def test_file_errors_are_one_line(tmp_path):
 
 def timed_runs(tmp_path):
     """A DFedSAM run (1 simulated s a round) and a FedAvg run (3 s a round) with sim_time_s."""
-    import json
-
-    from tests.fake_runs import write_run
+    from tests.fake_runs import edit_metrics, write_run
     for algo, per_round in (("dfedsam", 1.0), ("fedavg", 3.0)):
-        path = write_run(tmp_path / algo, algo=algo)
-        rows = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
-        for row in rows:
-            row["sim_time_s"] = per_round * row["round"]
-        (path / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+        edit_metrics(write_run(tmp_path / algo, algo=algo), sim_time_s=lambda row, k=per_round: k * row["round"])
     write_run(tmp_path / "untimed", algo="dfedavg")      # a run without [system]: left out / a dash
     return tmp_path
 

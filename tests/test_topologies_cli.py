@@ -71,8 +71,6 @@ def test_user_errors_raise(argv, message, capsys):
 
 
 def test_main_cli_exit_code_2(capsys):
-    from dfl.cli import main
+    from tests.helpers import assert_user_error
 
-    assert main(["topo", "ring", "--n", "2"]) == 2
-    err = capsys.readouterr().err
-    assert err.strip() == "dfl: error: ring needs n >= 3, got n=2"
+    assert assert_user_error(["topo", "ring", "--n", "2"], capsys) == "dfl: error: ring needs n >= 3, got n=2"

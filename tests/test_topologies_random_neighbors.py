@@ -11,7 +11,6 @@ import pytest
 import scipy.sparse as sp
 
 import topologies as T
-from tests.conftest import small_config
 from topologies import TopologyError
 from topologies.random_neighbors import expected_gap, mean_square_factor, neighbours
 from topologies.spectra import DIRECTED_DENSE_MAX
@@ -185,22 +184,21 @@ def test_dfl_topo_table_and_plot(tmp_path, capsys):
 
 
 def test_dfl_topo_errors_exit_2(capsys):
-    from dfl.cli import main
+    from tests.helpers import assert_user_error
 
-    assert main(["topo", "random_neighbors", "--n", "8", "--param", "k=8"]) == 2
-    assert capsys.readouterr().err.strip() == ("dfl: error: random_neighbors: k must be an integer "
-                                               "in [1, 7], got 8")
-    assert main(["topo", "random_neighbors", "--mixing", "laplacian"]) == 2
-    assert "needs an undirected graph" in capsys.readouterr().err
+    assert assert_user_error(["topo", "random_neighbors", "--n", "8", "--param", "k=8"], capsys) == (
+        "dfl: error: random_neighbors: k must be an integer in [1, 7], got 8")
+    assert_user_error(["topo", "random_neighbors", "--mixing", "laplacian"], capsys, "needs an undirected graph")
 
 
 def test_run_uses_in_degrees_for_the_bytes_and_engines_agree():
     from dfl.simulation import Simulation
+    from tests.helpers import assert_same_history, training_config
 
     n, k, q = 6, 2, 2
     common = {"topology.name": "random_neighbors", "topology.k": k, "algorithm.gossip_steps": q,
               "algorithm.name": "dfedsam", "local.optimizer": "sam"}
-    sim = Simulation(small_config(**common))
+    sim = Simulation(training_config(**common))
     for t in range(3):
         W, deg, gap = sim.mixing(t)
         np.testing.assert_array_equal(deg, np.full(n, k))  # each client receives k models
@@ -211,8 +209,6 @@ def test_run_uses_in_degrees_for_the_bytes_and_engines_agree():
     mb = sim.model_bytes * q * n * k / 1e6  # Q * k models per client per round
     assert [r["comm_mb"] for r in vec] == pytest.approx([mb * (i + 1) for i in range(len(vec))])
     assert all(r["period_gap"] == pytest.approx(1 - mean_square_factor(n, k) ** (q / 2)) for r in vec)
-    ser = Simulation(small_config(**common, **{"engine.backend": "serial"})).run()
-    for a, b in zip(vec, ser, strict=True):
-        for key in ("test_acc", "test_loss", "local_test_acc", "train_loss", "consensus",
-                    "spectral_gap", "comm_mb"):
-            assert a[key] == pytest.approx(b[key], abs=1e-6, rel=1e-6), (key, a[key], b[key])
+    ser = Simulation(training_config(**common, **{"engine.backend": "serial"})).run()
+    assert_same_history(vec, ser, tol=1e-6, keys=("test_acc", "test_loss", "local_test_acc", "train_loss",
+                                                 "consensus", "spectral_gap", "comm_mb"))

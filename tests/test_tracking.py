@@ -16,8 +16,7 @@ import pytest
 from dfl import tracking
 from dfl.cli import main
 from dfl.config import ConfigError, Config, read_toml
-from tests.conftest import small_toml
-from tests.helpers import read_metrics
+from tests.helpers import assert_user_error, read_metrics, write_config
 
 pytest.importorskip("tensorboard")
 pytest.importorskip("mlflow")
@@ -45,9 +44,7 @@ def numeric(row: dict) -> dict:
 
 
 def config_file(tmp_path: Path, **changes) -> Path:
-    p = tmp_path / "c.toml"
-    p.write_text(small_toml(**{"rounds": 3, "engine.threads": 1, **changes}))
-    return p
+    return write_config(tmp_path / "c.toml", **{"rounds": 3, "engine.threads": 1, **changes})
 
 
 def mlflow_client(uri: str):
@@ -155,8 +152,7 @@ def test_trackers_off_write_nothing_of_theirs(tmp_path):
 
 
 def test_a_sweep_is_one_mlflow_experiment_with_nested_runs_and_one_wandb_group(tmp_path):
-    p = tmp_path / "s.toml"
-    p.write_text(small_toml(rounds=2, **{"engine.threads": 1}).replace("seed = 0", "seed = [0, 1]"))
+    p = write_config(tmp_path / "s.toml", {"seed": [0, 1]}, rounds=2, **{"engine.threads": 1})
     out, mlruns = tmp_path / "sw", (tmp_path / "mlruns").as_uri()
     assert main(["sweep", str(p), "--out", str(out), "--quiet", "--set", f"logging.mlflow={mlruns}",
                  "--set", "logging.wandb=offline"]) == 0
@@ -221,19 +217,17 @@ def test_a_tracker_not_installed_is_one_line_exit_2_before_anything_is_written(t
                                                                               key, value, module):
     monkeypatch.setitem(sys.modules, module, None)  # import fails as if not installed
     out = tmp_path / "run"
-    assert main(["run", str(config_file(tmp_path)), "--out", str(out), "--quiet", "--set", f"{key}={value}"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith(f"dfl: error: {key}:"), err
-    assert 'pip install "dfl[tracking]"' in err
+    err = assert_user_error(["run", str(config_file(tmp_path)), "--out", str(out), "--quiet", "--set", f"{key}={value}"],
+                            capsys, 'pip install "dfl[tracking]"')
+    assert err.startswith(f"dfl: error: {key}:"), err
     assert not out.exists()
 
 
 def test_an_unreachable_mlflow_server_is_one_line_exit_2(tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["run", str(config_file(tmp_path)), "--out", str(out), "--quiet",
-                 "--set", "logging.mlflow=http://127.0.0.1:9"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "logging.mlflow: cannot use the tracking URI 'http://127.0.0.1:9'" in err
+    assert_user_error(["run", str(config_file(tmp_path)), "--out", str(out), "--quiet",
+                       "--set", "logging.mlflow=http://127.0.0.1:9"], capsys,
+                      "logging.mlflow: cannot use the tracking URI 'http://127.0.0.1:9'")
     assert not out.exists()
 
 
@@ -242,14 +236,10 @@ def test_wandb_online_needs_a_key_and_a_server(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
     out = tmp_path / "run"
     args = ["run", str(config_file(tmp_path)), "--out", str(out), "--quiet", "--set", "logging.wandb=online"]
-    assert main(args) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "no W&B API key" in err and 'logging.wandb = "offline"' in err
+    assert_user_error(args, capsys, "no W&B API key", 'logging.wandb = "offline"')
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
     monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")
-    assert main(args) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "cannot reach http://127.0.0.1:9" in err
+    assert_user_error(args, capsys, "cannot reach http://127.0.0.1:9")
     assert not out.exists()
 
 
