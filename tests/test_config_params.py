@@ -13,8 +13,8 @@ import topologies
 from dfl.config import Config, dumps_toml, from_dict, load_config, parse_overrides, read_toml, to_dict
 from dfl.errors import ConfigError
 from dfl.simulation import Simulation, optimizer_hparams
-from tests.conftest import small_config, small_toml
-from tests.helpers import assert_user_error
+from tests.conftest import small_config
+from tests.helpers import assert_user_error, write_config
 
 TORUS = {"topology.name": "torus", "data.num_clients": 12}
 TORUS_SETS = ["topology.name=torus", "data.num_clients=12"]
@@ -53,8 +53,7 @@ def test_flat_keys_and_tables_are_one_parameter(tmp_path):
     with pytest.raises(ConfigError, match=r"^local.params.rho: given twice, as local.rho = 0.05 and "
                                           r"local.params.rho = 0.1; keep one$"):
         from_dict({"local": {"rho": 0.05, "params": {"rho": 0.1}}})
-    p = tmp_path / "c.toml"
-    p.write_text(small_toml() + "\n[local.params]\nrho = 0.1\ndampening = 0.2\n")
+    p = write_config(tmp_path / "c.toml", {"local.params.rho": 0.1, "local.params.dampening": 0.2})
     assert read_toml(p)["local"]["rho"] == 0.1
     assert load_config(p, parse_overrides(["local.rho=0.3"])).local.rho == 0.3
     assert load_config(p, parse_overrides(["local.params.rho=0.4"])).local.rho == 0.4
@@ -91,8 +90,7 @@ BAD = [
 
 @pytest.mark.parametrize("sets,needle", [b[1:] for b in BAD], ids=[b[0] for b in BAD])
 def test_bad_param_is_one_line_exit_2(tmp_path, capsys, sets, needle):
-    p = tmp_path / "c.toml"
-    p.write_text(small_toml())
+    p = write_config(tmp_path / "c.toml")
     args = [a for s in sets for a in ("--set", s)]
     out = tmp_path / "out"
     assert_user_error(["run", str(p), "--out", str(out), "--quiet", *args], capsys, needle)
@@ -101,8 +99,7 @@ def test_bad_param_is_one_line_exit_2(tmp_path, capsys, sets, needle):
 
 def test_bad_param_through_the_command_line(tmp_path):
     """`python -m dfl run` itself: a misspelled graph parameter is exit 2 and one line."""
-    p = tmp_path / "c.toml"
-    p.write_text(small_toml(**TORUS) + "\n[topology.params]\ncolz = 4\n")
+    p = write_config(tmp_path / "c.toml", {"topology.params.colz": 4}, **TORUS)
     res = subprocess.run([sys.executable, "-m", "dfl", "run", str(p), "--out", str(tmp_path / "o"), "--quiet"],
                          capture_output=True, text=True)
     assert res.returncode == 2 and res.stderr.strip().splitlines() == [
