@@ -278,10 +278,6 @@ def test_tolerant_grid_drops_messages_to_lost_nodes():
     assert grid.get_node_ids() == [1, 3] and len(grid.send_and_receive(msgs(), timeout=1)) == 2
 
 
-
-@pytest.mark.xfail(strict=True, reason="dfl bug: TolerantGrid._identify maps replies to nodes before the Grid "
-                                       "has given the messages their ids, so a SuperLink error (sent from "
-                                       "the SuperLink's node id) is not matched to its node")
 def test_a_new_node_whose_query_gets_an_error_is_left_out_for_that_error(monkeypatch):
     said = []
     monkeypatch.setattr(tolerant, "log", lambda level, msg, *args: said.append(msg % args))

@@ -218,9 +218,12 @@ class TolerantGrid:
 
         msgs = [Message(RecordDict({"config": ConfigRecord({**config, "round": self.round - 1})}),
                         dst_node_id=i, message_type="query.identify") for i in nodes]
+        replies = list(self.grid.send_and_receive(msgs, timeout=timeout))
+        # ids exist once the grid has pushed the messages: an error the SuperLink sends on a
+        # node's behalf comes from the SuperLink's id and is matched by the message it answers
         dst = {m.metadata.message_id: m.metadata.dst_node_id for m in msgs if m.metadata.message_id}
         why = {}
-        for r in self.grid.send_and_receive(msgs, timeout=timeout):
+        for r in replies:
             node = dst.get(r.metadata.reply_to_message_id, r.metadata.src_node_id)
             metrics = None if r.has_error() else r.content.metric_records.get(self.metrics_key)
             client = int(metrics["client_id"]) if metrics is not None and "client_id" in metrics else -1
