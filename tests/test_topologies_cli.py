@@ -42,6 +42,18 @@ def test_params_and_time_varying(capsys):
     assert "round 0 shown" in text and "period" in text
 
 
+def test_mixing_params(capsys):
+    """--mixing-param reaches the rule: ring of 8 under W = I - a L has lambda_2 = 1 - a (2 - 2 cos(2 pi / 8))."""
+    import math
+    assert topo.run(parse("ring", "--n", "8", "--mixing", "laplacian", "--mixing-param", "a=0.2")) == 0
+    gap = 0.2 * (2 - 2 * math.cos(2 * math.pi / 8))
+    assert f"{gap:.6g}" in capsys.readouterr().out
+    assert topo.run(parse("--list")) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert ["mixing", "laplacian", "a"] in [r[:3] for r in rows]
+    assert ["mixing", "fastest_mixing", "iters"] in [r[:3] for r in rows]
+
+
 def test_list(capsys):
     assert topo.run(parse("--list")) == 0
     text = capsys.readouterr().out
@@ -63,6 +75,8 @@ def test_parse_params():
     (("erdos_renyi", "--param", "p=0"), r"p must be in \(0, 1\], got 0"),
     (("ring", "--gossip-steps", "0"), "--gossip-steps must be >= 1"),
     (("ring", "--plot", "x.jpg"), r"\.png, \.pdf or \.svg"),
+    (("ring", "--mixing", "laplacian", "--mixing-param", "b=0.2"), r"laplacian takes params a; got b=0.2"),
+    (("ring", "--mixing-param", "a"), r"--mixing-param 'a': use KEY=VALUE"),
 ])
 def test_user_errors_raise(argv, message, capsys):
     with pytest.raises(TopologyError, match=message):

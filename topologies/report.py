@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Mapping, Optional
 
 import networkx as nx
 import numpy as np
@@ -59,8 +59,9 @@ def period_gap(seq, rule: str = "metropolis", q: int = 1, **params: Any) -> floa
 
 
 def describe(name: str, n: int, rule: str = "metropolis", q: int = 1, seed: int = 0,
-             **params: Any) -> dict[str, Any]:
-    """Figures of `build(name, n, seed, **params)` mixed with `rule`, Q = q gossip steps.
+             mixing_params: Optional[Mapping[str, Any]] = None, **params: Any) -> dict[str, Any]:
+    """Figures of `build(name, n, seed, **params)` mixed with `rule` (with `mixing_params`, e.g.
+    laplacian's a), Q = q gossip steps.
 
     Returns a dict with: name, nodes, edges, degree_min, degree_max, diameter (None above
     DIAMETER_MAX_N nodes or if disconnected), directed, mixing (the rule applied: see
@@ -83,7 +84,8 @@ def describe(name: str, n: int, rule: str = "metropolis", q: int = 1, seed: int 
         G = seq.graph(0)
     else:
         G = build(name, n, seed, **params)
-    W = mixing_matrix(G, rule) if n <= DENSE_MAX else mixing_matrix_sparse(G, rule)
+    mp = dict(mixing_params or {})
+    W = mixing_matrix(G, rule, **mp) if n <= DENSE_MAX else mixing_matrix_sparse(G, rule, **mp)
     gap = spectral_gap(W)
     directed = G.is_directed()
     degrees = [d for _, d in (G.in_degree() if directed else G.degree())]
@@ -104,7 +106,7 @@ def describe(name: str, n: int, rule: str = "metropolis", q: int = 1, seed: int 
         note = f"time-varying: round 0 shown (period {seq.period or 'none: random'})"
         if out["mixing"] != rule:
             note += f"; mixing {rule} means {out['mixing']} on this directed graph"
-        out.update(period=seq.period, period_gap=period_gap(seq, rule, q),
+        out.update(period=seq.period, period_gap=period_gap(seq, rule, q, **mp),
                    expected_gap=getattr(seq, "expected_gap", None),
                    mean_square_factor=getattr(seq, "mean_square_factor", None), note=note)
     return out

@@ -1,4 +1,4 @@
-"""`dfl topo NAME [--n N] [--mixing RULE] [--gossip-steps Q] [--param k=v ...] [--plot FILE]`:
+"""`dfl topo NAME [--n N] [--mixing RULE] [--gossip-steps Q] [--param k=v ...] [--mixing-param k=v ...] [--plot FILE]`:
 how well a communication graph mixes (spectral gap, mixing time, messages per round)."""
 from __future__ import annotations
 
@@ -20,12 +20,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--seed", type=int, default=0, help="seed of the random graphs (default 0)")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="graph parameter, e.g. p=0.2, k=4, d=3, path=edges.txt (repeatable)")
+    p.add_argument("--mixing-param", action="append", default=[], metavar="KEY=VALUE",
+                   help="mixing-rule parameter, e.g. a=0.2 (laplacian), iters=200 (fastest_mixing)")
     p.add_argument("--plot", metavar="FILE", help="draw the graph and its spectrum (.png, .pdf, .svg)")
     p.add_argument("--list", action="store_true", help="list graph names and mixing rules")
     return p
 
 
-def parse_params(items: list[str]) -> dict[str, Any]:
+def parse_params(items: list[str], option: str = "--param") -> dict[str, Any]:
     """['p=0.2', 'k=4', 'path=a.txt'] -> {'p': 0.2, 'k': 4, 'path': 'a.txt'} (numbers parsed).
 
     >>> parse_params(["k=4", "p=0.5", "path=e.txt"])
@@ -37,7 +39,7 @@ def parse_params(items: list[str]) -> dict[str, Any]:
     for item in items:
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
-            raise TopologyError(f"--param {item!r}: use KEY=VALUE, e.g. p=0.2")
+            raise TopologyError(f"{option} {item!r}: use KEY=VALUE, e.g. {'a' if 'mixing' in option else 'p'}=0.2")
         out[key.strip()] = _number(text.strip())
     return out
 
@@ -65,7 +67,7 @@ def list_table():  # -> rich.table.Table
     from rich.table import Table
 
     from topologies.generators import GRAPHS
-    from topologies.mixing import MIXING
+    from topologies.mixing import MIXING, rule_params
 
     t = Table(title="graphs and mixing rules", box=box.SIMPLE_HEAD, pad_edge=False)
     for head in ("kind", "name", "params", "description"):
@@ -75,7 +77,7 @@ def list_table():  # -> rich.table.Table
         kind = "time-varying" if spec.time_varying else "graph"
         t.add_row(kind, name, ", ".join(spec.param_names()) or "-", spec.summary)
     for name in sorted(MIXING):
-        t.add_row("mixing", name, "a" if name == "laplacian" else "-", MIXING[name][1])
+        t.add_row("mixing", name, ", ".join(rule_params(name)) or "-", MIXING[name][1])
     return t
 
 
@@ -134,14 +136,16 @@ def run(args: argparse.Namespace) -> int:
         if ext not in ("png", "pdf", "svg"):
             raise topologies.TopologyError(f"--plot {args.plot!r}: use a .png, .pdf or .svg file name")
     params = parse_params(args.param)
+    mixing_params = parse_params(args.mixing_param, "--mixing-param")
     d = topologies.describe(args.name, args.n, rule=args.mixing, q=args.gossip_steps,
-                            seed=args.seed, **params)
+                            seed=args.seed, mixing_params=mixing_params, **params)
     console.print(describe_table(d))
     if d["note"]:
         console.print(d["note"], highlight=False)
     if args.plot:
         seq = topologies.sequence_for(args.name, args.n, args.seed, **params)
         G = seq.graph(0)
-        topologies.plot(G, topologies.mixing_matrix(G, args.mixing), args.plot, q=args.gossip_steps)
+        topologies.plot(G, topologies.mixing_matrix(G, args.mixing, **mixing_params), args.plot,
+                        q=args.gossip_steps)
         console.print(f"wrote {args.plot}", highlight=False)
     return 0
