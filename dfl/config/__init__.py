@@ -2,7 +2,7 @@
 
 Every field is validated on construction; a bad key, type or value raises ConfigError with
 one line naming the key path, the value and what is allowed, e.g.
-``local.lr: must be > 0, got -0.1``. Keys follow ../shared/DESIGN.md's config sketch.
+``local.lr: must be > 0, got -0.1``. Each field's docstring here is its documentation.
 
 Modules: sections (data, model, local, algorithm, topology: what is computed), runtime (engine,
 metrics, faults, logging, system: where and how it runs), loading (dicts, TOML, overrides).

@@ -111,7 +111,7 @@ class FaultsConfig:
 class LoggingConfig:
     """Experiment trackers fed with every metrics row (all off by default; any combination).
 
-    They are callbacks beside the run directory's writer (dfl/tracking.py), checked before a run
+    They are callbacks beside the run directory's writer (dfl.tracking), checked before a run
     starts: a tracker that is not installed or not reachable is a one-line error.
     """
 
