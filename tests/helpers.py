@@ -84,10 +84,10 @@ def interrupted_run(cfg, out, stop_after: int = 2):
     writer = results.RunDir(out, sim.cfg)
 
     def on_round(s, row):
-        writer(s, row)
+        writer.append(row)
 
     def after_round(s):
-        writer.after_round(s)
+        writer.after_round(s.round, s.state_dict)
         if s.round == stop_after:
             raise Stop
 

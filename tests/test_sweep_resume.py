@@ -56,12 +56,12 @@ def interrupt(run_dir, stop_after=3):
         pass
 
     def on_round(s, row):
-        writer(s, row)
+        writer.append(row)
         if s.round == stop_after:
             raise Killed
 
     with pytest.raises(Killed):
-        sim.run(on_round, writer.after_round)
+        sim.run(on_round, lambda s: writer.after_round(s.round, s.state_dict))
     assert results.load_checkpoint(run_dir)["round"] == 1 and len(rows(run_dir)) == stop_after
 
 

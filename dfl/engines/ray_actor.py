@@ -2,8 +2,8 @@
 
 An actor hosts the contiguous clients lo..hi-1 of the federation. Its models live in named
 *slots*, each a (hi - lo, d) tensor: the driver's ``RayBank`` handle is a linear combination
-sum_k c_k S_k of slot names, so ``after - before`` or D-PSGD's ``W^Q x + (after - before)`` are
-evaluated row-block-wise inside the actors, never gathered. Slots are immutable: training and
+sum_k c_k S_k of slot names, so D-PSGD's ``W^Q x + (after - before)`` (``RayTrainer.combine``)
+is evaluated row-block-wise inside the actors, never gathered. Slots are immutable: training and
 gossip write new ones, and the driver tells the actor which slots are still referenced.
 
 Gossip step (two phases; Ray resolves the arguments, so no actor waits on another inside a call):
