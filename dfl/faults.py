@@ -18,7 +18,7 @@ whether it was resumed from a checkpoint. Per round t:
 Non-finite values (NaN / Inf) in a client's loss or model row are caught right after local
 training (`diverged`). With faults.on_nan = "stop" the run stops with a DivergedError naming the
 client and the round (the run directory keeps its last good checkpoint); with "skip_client" the
-client restarts from the mean of its graph neighbours' models (`neighbour_mean`; centralized
+client restarts from the mean of its graph neighbours' models (`neighbour_rows`; centralized
 algorithms drop it from the average) and its local optimizer state is cleared (`reset_state`).
 """
 from __future__ import annotations
