@@ -121,7 +121,7 @@ def client_steps(cfg: Config, algo: Any, sizes: np.ndarray, batch: int) -> np.nd
     return np.maximum(1, np.minimum(steps, algo.local_steps(int(steps.max()))))
 
 
-@dataclass
+@dataclass(frozen=True)
 class Parts:
     """A run's parts, built from a Config by ``build``: what every runtime of the run shares.
 

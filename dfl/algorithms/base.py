@@ -166,9 +166,11 @@ class Gossip(Algorithm):
 
     def aggregate(self, before, after, ctx):
         """W^Q x^after; or, mixing the start-of-round models, W^Q x^before + (x^after - x^before)."""
-        if self.mixes == "before":
-            return ctx.combine([(1.0, after), (-1.0, before), (1.0, self.mix(before, ctx))]), self.exchange_metrics()
-        return self.mix(after, ctx), self.exchange_metrics()
+        if self.mixes == "before":  # the local update, added after mixing (one combination, no copies)
+            mixed = ctx.combine([(1.0, after), (-1.0, before), (1.0, self.mix(before, ctx))])
+        else:
+            mixed = self.mix(after, ctx)
+        return mixed, self.exchange_metrics()
 
     def comm_mb(self, ctx, model_bytes):
         return gossip_mb(ctx.degrees, None, ctx.gossip_steps, self.message_bytes(model_bytes))
