@@ -7,7 +7,9 @@ An engine (trainer) runs the local steps of all active clients of one round:
 bank is the (n, d) parameter bank (updated and returned), active a (n,) bool numpy mask, steps
 the (n,) number of local steps of each client this round, losses the (n,) mean training loss of
 each client (nan when it did not train). Per-client optimizer state stays inside the trainer
-(``state_dict`` / ``load_state_dict`` for checkpoints).
+(``state_dict`` / ``load_state_dict`` for checkpoints). Whatever else a run does to banks (mix,
+combine, copy, take rows, evaluate, gather for a checkpoint) is an operation of the trainer too,
+with in-process defaults here, so that an engine may keep the rows elsewhere (``Trainer``).
 """
 from __future__ import annotations
 
