@@ -27,7 +27,7 @@ from .bank import Layout
 from .config import Config
 from .engines import ENGINES, ClientData, LocalEval, LocalOptions, RunSettings, Trainer, pad_indices
 from .errors import ConfigError
-from .gossip import Mixing, RoundGraph
+from .gossip import Mixing
 from .metrics import evaluate, evaluated_row, round_row, sharpness
 
 OnRound = Callable[["Simulation", dict[str, Any]], None]
@@ -262,10 +262,6 @@ class Simulation:
     @property
     def history(self) -> list[dict[str, Any]]:
         return self.state.history
-
-    def mixing(self, round_: int) -> RoundGraph:
-        """The round's graph and W (after link failures), with its degrees and spectral gap."""
-        return self.parts.mixing(round_)
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, state: RunState, training: dict[str, Any]) -> dict[str, Any]:
