@@ -18,12 +18,12 @@ whether it was resumed from a checkpoint. Per round t:
 Non-finite values (NaN / Inf) in a client's loss or model row are caught right after local
 training (`diverged`). With faults.on_nan = "stop" the run stops with a DivergedError naming the
 client and the round (the run directory keeps its last good checkpoint); with "skip_client" the
-client restarts from the mean of its graph neighbours' models (`neighbour_mean`; centralized
+client restarts from the mean of its graph neighbours' models (`neighbour_rows`; centralized
 algorithms drop it from the average) and its local optimizer state is cleared (`reset_state`).
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import networkx as nx
 import numpy as np
@@ -32,6 +32,7 @@ import torch
 from . import rng
 from .config import FaultsConfig
 from .errors import DivergedError
+from .gossip import BankOps
 
 #: Columns of the FAULTS stream: one independent uniform per use.
 DROP, STRAGGLE, FRACTION, LINK = 0, 1, 2, 3
@@ -94,12 +95,10 @@ def finite_rows(rows: torch.Tensor) -> torch.Tensor:
     return ok
 
 
-def diverged(bank: torch.Tensor, losses: np.ndarray, active: np.ndarray) -> np.ndarray:
-    """(n,) bool: active clients whose training loss or model row holds a NaN / Inf."""
-    # An engine that holds the bank itself (Ray) reports a non-finite row as a nan loss.
-    rows_ok = (finite_rows(bank).cpu().numpy() if isinstance(bank, torch.Tensor)
-               else np.ones(len(losses), dtype=bool))  # (not `True`: ~True is -2, an int mask)
-    return np.asarray(active, dtype=bool) & (~np.isfinite(losses) | ~rows_ok)
+def diverged(finite: np.ndarray, losses: np.ndarray, active: np.ndarray) -> np.ndarray:
+    """(n,) bool: active clients whose training loss or model row (``finite``: the engine's
+    ``Trainer.finite``) holds a NaN / Inf."""
+    return np.asarray(active, dtype=bool) & (~np.isfinite(losses) | ~np.asarray(finite, dtype=bool))
 
 
 def stop_message(bad: np.ndarray, losses: np.ndarray, round_: int) -> str:
@@ -111,17 +110,16 @@ def stop_message(bad: np.ndarray, losses: np.ndarray, round_: int) -> str:
             "check the data, or set faults.on_nan = \"skip_client\" (the last checkpoint is kept)")
 
 
-def neighbour_mean(bank: torch.Tensor, bad: np.ndarray, G: nx.Graph, fallback: torch.Tensor) -> torch.Tensor:
-    """Rows of the bad clients replaced by the mean of their good graph neighbours' rows.
+def neighbour_rows(ops: BankOps, bank: Any, fallback: Any, bad: np.ndarray, G: nx.Graph) -> dict[int, torch.Tensor]:
+    """{bad client: the mean of its good graph neighbours' rows}; a bad client without a good
+    neighbour (isolated this round) takes its fallback row (its model at the start of the round).
 
-    A bad client without a good neighbour (isolated this round) takes its fallback row (its
-    model at the start of the round). Returns a new bank.
+    ``ops`` (the engine's bank operations) read only the rows needed, wherever the engine keeps them.
     """
-    out = bank.clone()
-    for i in np.flatnonzero(bad):
-        nbrs = [j for j in G.neighbors(int(i)) if j != i and not bad[j]]
-        out[i] = bank[nbrs].mean(0) if nbrs else fallback[i]
-    return out
+    nbrs = {int(i): [j for j in G.neighbors(int(i)) if j != i and not bad[j]] for i in np.flatnonzero(bad)}
+    rows = ops.take(bank, sorted({j for js in nbrs.values() for j in js}))
+    start = ops.take(fallback, [i for i, js in nbrs.items() if not js])
+    return {i: torch.stack([rows[j] for j in js]).mean(0) if js else start[i] for i, js in nbrs.items()}
 
 
 def reset_state(trainer: Any, bad: np.ndarray) -> None:
@@ -148,38 +146,25 @@ def reset_state(trainer: Any, bad: np.ndarray) -> None:
                 clients[int(i)] = None
 
 
-def neighbour_rows(trainer: Any, bank: Any, before: Any, bad: np.ndarray, G: nx.Graph) -> dict[int, torch.Tensor]:
-    """neighbour_mean for a bank held by the engine (Ray actors): {bad client: its new row},
-    fetching only the good neighbours' rows (and the start-of-round rows of isolated clients)."""
-    nbrs = {int(i): [j for j in G.neighbors(int(i)) if j != i and not bad[j]] for i in np.flatnonzero(bad)}
-    rows = trainer.take(bank, sorted({j for js in nbrs.values() for j in js}))
-    start = trainer.take(before, [i for i, js in nbrs.items() if not js])
-    return {i: torch.stack([rows[j] for j in js]).mean(0) if js else start[i] for i, js in nbrs.items()}
-
-
-def handle_divergence(sim: Any, bad: np.ndarray, losses: np.ndarray, before: Any,
-                      active: np.ndarray) -> tuple[np.ndarray, Any]:
-    """Apply faults.on_nan to the clients in `bad`; returns the round's new active mask and
-    start-of-round bank.
+def handle_divergence(on_nan: str, trainer: Any, bad: np.ndarray, losses: np.ndarray, round_: int,
+                      graph: Optional[nx.Graph], bank: Any, before: Any) -> tuple[Any, Any]:
+    """Apply faults.on_nan to the clients in `bad`; returns the round's (bank, start-of-round bank).
 
     "stop" raises DivergedError. "skip_client": a gossip client's row (both the pre-round row that
-    D-PSGD mixes and the trained one) becomes its neighbours' mean; a centralized client keeps the
-    global model and is left out of the average. Either way its loss is not reported. A bank held
-    by the engine (Ray) is patched there, with the same rows.
+    D-PSGD mixes and the trained one) becomes its neighbours' mean on the round's ``graph``; a
+    centralized client (``graph`` None) keeps the global model, and the caller leaves it out of
+    the average. Either way its loss is not reported (set to nan in ``losses``) and its local
+    optimizer state is cleared. The rows change through the trainer's bank operations, wherever
+    the engine keeps them.
     """
-    if sim.cfg.faults.on_nan == "stop":
-        raise DivergedError(stop_message(bad, losses, sim.round))
+    if on_nan == "stop":
+        raise DivergedError(stop_message(bad, losses, round_))
     losses[bad] = np.nan
-    reset_state(sim.trainer, bad)
-    if sim.algo.centralized:
-        sim.bank[torch.as_tensor(bad, device=sim.bank.device)] = before[torch.as_tensor(bad, device=before.device)]
-    elif not isinstance(sim.bank, torch.Tensor):  # rows on Ray actors: only the bad ones change
-        new = neighbour_rows(sim.trainer, sim.bank, before, bad, sim.round_graph)
-        sim.bank, before = sim.trainer.patched(sim.bank, new), sim.trainer.patched(before, new)
-    else:
-        sim.bank = neighbour_mean(sim.bank, bad, sim.round_graph, before)
-        before[torch.as_tensor(bad, device=before.device)] = sim.bank[torch.as_tensor(bad, device=sim.bank.device)]
-    return active & ~bad, before
+    reset_state(trainer, bad)
+    if graph is None:
+        return trainer.patched(bank, trainer.take(before, np.flatnonzero(bad))), before
+    new = neighbour_rows(trainer, bank, before, bad, graph)
+    return trainer.patched(bank, new), trainer.patched(before, new)
 
 
 def mean_loss(losses: np.ndarray) -> float:
@@ -188,14 +173,16 @@ def mean_loss(losses: np.ndarray) -> float:
     return float(losses[ok].mean()) if ok.any() else float("nan")
 
 
-def round_metrics(sim: Any, active: np.ndarray, steps: np.ndarray, bad: np.ndarray) -> dict[str, Any]:
-    """The fault columns of a round's metrics row: live_edges (gossip), stragglers and
-    diverged_clients (when those faults are configured)."""
+def round_metrics(cfg: FaultsConfig, graph: Optional[nx.Graph], active: np.ndarray, steps: np.ndarray,
+                  planned: np.ndarray, bad: np.ndarray) -> dict[str, Any]:
+    """The fault columns of a round's metrics row: live_edges (gossip: the round's ``graph``),
+    stragglers (clients that took fewer than their ``planned`` steps) and diverged_clients (when
+    those faults are configured)."""
     out: dict[str, Any] = {}
-    if not sim.algo.centralized:
-        out["live_edges"] = sim.round_graph.number_of_edges()
-    if sim.cfg.faults.straggler > 0:
-        out["stragglers"] = int(((steps < sim.steps) & active).sum())
-    if sim.cfg.faults.on_nan == "skip_client":
+    if graph is not None:
+        out["live_edges"] = graph.number_of_edges()
+    if cfg.straggler > 0:
+        out["stragglers"] = int(((steps < planned) & active).sum())
+    if cfg.on_nan == "skip_client":
         out["diverged_clients"] = int(bad.sum())
     return out

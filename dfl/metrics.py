@@ -1,19 +1,24 @@
 """Metrics of a round: consensus distance, accuracy of the averaged and local models, communication.
 
-Definitions (../shared/DESIGN.md):
+Definitions (as README states them):
     consensus Xi = (1/n) sum_i ||x_i - x_bar||^2 over all (flattened) parameters;
     test accuracy of x_bar = mean of the client models; local accuracy: each client's model on its
     held-out split, mean and std over clients;
     gossip bytes per client per round = Q * degree * model bytes; CFL: 2 * model bytes per active client.
+
+``round_row`` and ``evaluated_row`` build every runtime's metrics rows (`dfl run`, the Flower
+server apps), so that the columns and their meaning are the same everywhere.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call, vmap
+
+import topologies
 
 from .bank import Layout
 
@@ -55,6 +60,33 @@ def gossip_mb(degrees: np.ndarray, active: np.ndarray | None, steps: int, model_
 def server_mb(num_active: int, model_bytes: int) -> float:
     """MB moved in one centralized round: each active client downloads and uploads the model."""
     return float(2 * num_active * model_bytes) / 1e6
+
+
+def round_row(*, train_loss: float, gap: float, gossip_steps: int, comm_mb: float, active_clients: int,
+              lr: float, **more: Any) -> dict[str, Any]:
+    """The training columns of a round's metrics row (the keys README lists), then ``more``.
+
+    ``gap`` is the spectral gap of the round's W (1 for server averaging); effective_gap is that
+    of W^Q (topologies.effective_gap)."""
+    return {"train_loss": train_loss, "spectral_gap": gap, "effective_gap": topologies.effective_gap(gap, gossip_steps),
+            "comm_mb": comm_mb, "active_clients": active_clients, "lr": lr, **more}
+
+
+def local_accuracy(accs: Sequence[float]) -> dict[str, float]:
+    """local_test_acc and local_test_acc_std: mean and std over the clients that have a local
+    test set (nan entries are left out; nan when there is none)."""
+    arr = np.asarray(accs, dtype=np.float64)
+    if not len(arr):
+        return {"local_test_acc": float("nan"), "local_test_acc_std": float("nan")}
+    return {"local_test_acc": float(np.nanmean(arr)), "local_test_acc_std": float(np.nanstd(arr))}
+
+
+def evaluated_row(round_: int, test: tuple[float, float], local: Sequence[float], consensus: float,
+                  training: dict[str, Any]) -> dict[str, Any]:
+    """A whole metrics row: ``round_`` (rounds done), the (accuracy, loss) of the mean model on the
+    test set, the clients' local accuracies, the ``training`` columns (``round_row``) and consensus."""
+    return {"round": round_, "test_acc": test[0], "test_loss": test[1], **local_accuracy(local), **training,
+            "consensus": consensus}
 
 
 def evaluate(model: torch.nn.Module, layout: Layout, row: torch.Tensor, x: torch.Tensor,

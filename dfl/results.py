@@ -1,6 +1,7 @@
 """The run directory: config.toml, metrics.jsonl, summary.json, manifest.json, checkpoint.pt.
 
-Written from outside the training loop (a Simulation callback). metrics.jsonl lines are written
+Written from outside the training loop, from the values it is given (rows, the state to
+checkpoint, the run's facts; ``RunDir``). metrics.jsonl lines are written
 whole and flushed, checkpoints atomically (temp file + rename), so a killed run leaves a
 directory that `dfl run --resume DIR` continues from. By default a checkpoint is written after
 the first round, then every ``metrics.checkpoint_minutes`` of wall time, and at the end
@@ -23,7 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -149,8 +150,9 @@ def prepare(out: str | Path, *, overwrite: bool = False, resume: bool = False) -
 
 
 class RunDir:
-    """Writes one run's directory; the Simulation's on_round callback (``after_round`` too, so
-    that checkpoints fall on rounds without evaluation as well)."""
+    """Writes one run's directory from the values it is given: rows (``append``), checkpoints
+    (``after_round`` after every round, evaluated or not, so that checkpoints fall on rounds
+    without evaluation as well) and, at the end, summary.json and manifest.json (``finish``)."""
 
     def __init__(self, path: Path, cfg: Config, *, label: str = "", resume: bool = False):
         self.path = Path(path)
@@ -168,52 +170,49 @@ class RunDir:
         text = "".join(json.dumps(r, default=_jsonable) + "\n" for r in history)
         _atomic_write(self.path / "metrics.jsonl", lambda fh: fh.write(text.encode()))
 
-    def __call__(self, sim: Any, row: dict[str, Any]) -> None:
+    def append(self, row: dict[str, Any]) -> None:
+        """One metrics row, written whole and flushed to disk."""
         with open(self.path / "metrics.jsonl", "a") as fh:
             fh.write(json.dumps(row, default=_jsonable) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
-        self.after_round(sim)
 
-    def due(self, sim: Any) -> bool:
-        """A checkpoint is due: at the end; every checkpoint_every rounds if set; else after the
-        first round (so that a killed run can always be resumed) and every checkpoint_minutes."""
+    def due(self, round_: int) -> bool:
+        """A checkpoint is due after ``round_`` rounds: at the end; every checkpoint_every rounds if
+        set; else after the first round (so that a killed run can always be resumed) and every
+        checkpoint_minutes."""
         m = self.cfg.metrics
-        if sim.round == self.cfg.rounds:
+        if round_ == self.cfg.rounds:
             return True
         if m.checkpoint_every:
-            return sim.round % m.checkpoint_every == 0
+            return round_ % m.checkpoint_every == 0
         return self.saved_round is None or clock() - self.saved_at >= 60.0 * m.checkpoint_minutes
 
-    def after_round(self, sim: Any) -> None:
-        """Checkpoint if one is due (called after every round, evaluated or not)."""
-        if self.saved_round != sim.round and self.due(sim):
-            self.checkpoint(sim)
+    def after_round(self, round_: int, state: Callable[[], dict[str, Any]]) -> None:
+        """Checkpoint ``state()`` (built only then) if one is due after ``round_`` rounds."""
+        if self.saved_round != round_ and self.due(round_):
+            self.checkpoint(round_, state())
 
-    def checkpoint(self, sim: Any) -> None:
-        safe_save(sim.state_dict(), self.path / CHECKPOINT)
-        self.saved_round, self.saved_at = sim.round, clock()
+    def checkpoint(self, round_: int, state: dict[str, Any]) -> None:
+        """Write the run's state after ``round_`` rounds (a Simulation's state_dict)."""
+        safe_save(state, self.path / CHECKPOINT)
+        self.saved_round, self.saved_at = round_, clock()
 
-    def finish(self, sim: Any, extra_manifest: Optional[dict[str, Any]] = None) -> dict[str, Any]:
-        hist = sim.history
-        best = max(hist, key=lambda r: r["test_acc"]) if hist else {}
-        summary = {"label": self.label, "rounds": sim.round, "final": hist[-1] if hist else {},
+    def finish(self, history: list[dict[str, Any]], rounds: int, facts: dict[str, Any]) -> dict[str, Any]:
+        """summary.json (final and best rows of ``history``) and manifest.json (versions, platform,
+        peak memory, the run's ``facts``: device, sizes, engine, runtime); returns the summary."""
+        best = max(history, key=lambda r: r["test_acc"]) if history else {}
+        summary = {"label": self.label, "rounds": rounds, "final": history[-1] if history else {},
                    "best": {"test_acc": best.get("test_acc"), "round": best.get("round")}}
         write_json(self.path / "summary.json", summary)
-        engine = sim.trainer.describe() if getattr(sim, "trainer", None) is not None else {}
         manifest = {
             "dfl_version": __version__, "torch": torch.__version__, "python": sys.version.split()[0],
-            "platform": platform.platform(), "device": str(sim.device), "seed": self.cfg.seed,
-            "backend": self.cfg.engine.backend, "num_params": sim.layout.size,
-            "num_clients": int(sim.bank.shape[0]), "peak_memory_mb": peak_memory_mb(),
-            "torch_threads": torch.get_num_threads(),
-            "batch_size": getattr(getattr(sim, "client_data", None), "batch_size", None),  # after the cap
-            **({"engine": engine} if engine else {}),  # strategy, precision, chunk, memory estimate
-            "started": self.started, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            **(extra_manifest or {}),
+            "platform": platform.platform(), "seed": self.cfg.seed, "backend": self.cfg.engine.backend,
+            "peak_memory_mb": peak_memory_mb(), "torch_threads": torch.get_num_threads(),
+            "started": self.started, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **facts,
         }
-        if sim.device.type == "cuda":
-            manifest["peak_cuda_memory_mb"] = torch.cuda.max_memory_allocated(sim.device) / 2**20
+        if str(facts.get("device", "")).startswith("cuda"):
+            manifest["peak_cuda_memory_mb"] = torch.cuda.max_memory_allocated(facts["device"]) / 2**20
         write_json(self.path / "manifest.json", manifest)
         return summary
 
@@ -243,13 +242,13 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return state
 
 
-def check_state(state: dict[str, Any], sim: Any, path: Path) -> None:
-    """A checkpoint must fit the run's Simulation (same clients and model) and not be past its end."""
+def check_state(state: dict[str, Any], want: tuple[int, int], rounds: int, path: Path) -> None:
+    """A checkpoint must fit the run (``want``: its clients x parameters) and not be past its
+    end (``rounds``)."""
     bank = state["bank"]
-    want = (len(sim.steps), sim.layout.size)
     if not isinstance(bank, torch.Tensor) or tuple(bank.shape) != want:
         got = tuple(bank.shape) if isinstance(bank, torch.Tensor) else type(bank).__name__
         raise DflError(f"{Path(path) / CHECKPOINT}: parameter bank {got} does not fit the config's "
                        f"{want} (clients x parameters); was config.toml edited?")
-    if not 0 <= int(state["round"]) <= sim.cfg.rounds:
-        raise DflError(f"{Path(path) / CHECKPOINT}: round {state['round']} is outside 0..{sim.cfg.rounds}")
+    if not 0 <= int(state["round"]) <= rounds:
+        raise DflError(f"{Path(path) / CHECKPOINT}: round {state['round']} is outside 0..{rounds}")

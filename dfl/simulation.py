@@ -1,12 +1,16 @@
 """A run: data, model, topology, algorithm and engine wired from a Config, and the round loop.
 
-``Simulation(cfg).run(on_round)`` returns the history (one dict per evaluated round with the
-metrics of ../shared/DESIGN.md); saving, logging and plotting live outside, in the callback.
+``build(cfg)`` returns the run's parts (data, model, layout, algorithm, graphs and W_t, schedule,
+test sets), which the Flower server apps use as they are. ``Simulation(cfg)`` adds an engine and
+where the run stands (``RunState``); ``advance(state)`` plays one round and returns the next
+state, and ``run(on_round)`` returns the history (one dict per evaluated round: the metrics keys
+README lists); saving, logging and plotting live outside, in the callbacks.
 """
 from __future__ import annotations
 
 import dataclasses
 import time
+from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -19,20 +23,19 @@ from . import data as data_mod
 from . import faults as faults_mod
 from . import models, optim, rng
 from . import system as system_mod
-from .algorithms import ALGORITHMS, RoundContext
+from .algorithms import ALGORITHMS, Algorithm, RoundContext
 from .bank import Layout
 from .config import Config
-from .engines import ENGINES, ClientData, LocalOptions, pad_indices
+from .data.augment import check_augment
+from .engines import ENGINES, ClientData, LocalEval, LocalOptions, RunSettings, Trainer, pad_indices
 from .errors import ConfigError
-from .gossip import DENSE_MAX_N, as_operator
-from .metrics import consensus_distance, evaluate, evaluate_clients, sharpness
+from .gossip import Mixing
+from .metrics import evaluate, evaluated_row, round_row, sharpness
 
 OnRound = Callable[["Simulation", dict[str, Any]], None]
 
 #: Local models are tested on at most this many global test samples when there is no held-out split.
 LOCAL_EVAL_MAX = 512
-#: Inputs gathered per chunk of the batched local evaluation (floats; 2^26 = 256 MB).
-EVAL_FLOATS = 2 ** 26
 
 
 def resolve_device(name: str) -> torch.device:
@@ -132,205 +135,255 @@ def client_steps(cfg: Config, algo: Any, sizes: np.ndarray, batch: int) -> np.nd
     return np.maximum(1, np.minimum(steps, algo.local_steps(int(steps.max()))))
 
 
-class Simulation:
-    """Everything one run needs, built from a validated Config."""
+@dataclass(frozen=True)
+class Parts:
+    """A run's parts, built from a Config by ``build``: what every runtime of the run shares.
 
-    def __init__(self, cfg: Config, fed: Optional[data_mod.FederatedData] = None):
-        self.cfg = cfg = resolve(cfg)
-        if cfg.engine.threads:
-            torch.set_num_threads(cfg.engine.threads)
-        self.device = resolve_device(cfg.engine.device)
-        algo_cls = ALGORITHMS[cfg.algorithm.name]
-        self.fed = fed if fed is not None else data_mod.load_federated(cfg.data, cfg.seed)
-        self.pooled = getattr(algo_cls, "pooled", False)
-        train_fed = pool(self.fed) if self.pooled else self.fed
-        n = len(train_fed.client_train)
-        batch = batch_size(cfg, self.fed, self.pooled)  # at most the largest shard (or the union)
+    Nothing here changes as the rounds go but the algorithm's own state (Choco's public copies,
+    the server's global model). ``graphs`` and ``mixing`` are None for centralized algorithms.
+    """
 
-        self.model = build_model(cfg, self.fed.input_shape, self.fed.num_classes).to(self.device)
-        self.layout = Layout.of(dict(self.model.named_parameters()))
-        self.algo = algo_cls(cfg, n, self.layout.size)
-        self.model_bytes = self.layout.size * 4
+    cfg: Config
+    device: torch.device
+    fed: data_mod.FederatedData        # the federation as loaded
+    train_fed: data_mod.FederatedData  # what the clients train on (pooled: one client, the union)
+    pooled: bool
+    batch: int                         # samples per local step, after the cap (``batch_size``)
+    model: torch.nn.Module
+    layout: Layout
+    algo: Algorithm
+    graphs: Optional[topologies.GraphSequence]
+    mixing: Optional[Mixing]
+    period_gap: Optional[float]        # the gap of one period's product (time-varying graphs)
+    faults: faults_mod.FaultModel
+    steps: np.ndarray                  # each client's local steps per round
+    schedule: Callable[[int], float]   # round -> learning rate
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    local_eval: Optional[LocalEval]    # the clients' local test sets (None: pooled training)
 
-        self.faults = faults_mod.FaultModel(cfg.faults, cfg.seed)
-        self._W_cache: dict[int, tuple[Any, np.ndarray, float, Any]] = {}
-        self.round_graph = None
-        if not self.algo.centralized:
-            self.graphs = topologies.build_sequence(cfg.topology.name, n, seed=cfg.seed,
-                                                    **cfg.topology.graph_params())
-            self.mixing(0)  # a bad mixing rule is a user error now, not in round 1
+    @property
+    def model_bytes(self) -> int:
+        return self.layout.size * 4
+
+    def initial_row(self) -> torch.Tensor:
+        """The model's initial parameters as one flat row (d,): every client starts from it."""
+        return self.layout.row(self.model).to(self.device)
+
+    def initial_bank(self) -> torch.Tensor:
+        """(n, d): the initial row for every client."""
+        return self.initial_row().expand(len(self.steps), -1).clone()
+
+
+def build(cfg: Config, fed: Optional[data_mod.FederatedData] = None) -> Parts:
+    """The parts of the run of ``cfg`` (data loaded unless ``fed`` is given); user errors (names,
+    a bad mixing rule, a device that is not there) are raised here, before any round."""
+    cfg = resolve(cfg)
+    device = resolve_device(cfg.engine.device)
+    algo_cls = ALGORITHMS[cfg.algorithm.name]
+    fed = fed if fed is not None else data_mod.load_federated(cfg.data, cfg.seed)
+    check_augment(cfg.data.augment, tuple(fed.x_train.shape[1:]))  # also where nothing trains (Flower server)
+    pooled = getattr(algo_cls, "pooled", False)
+    train_fed = pool(fed) if pooled else fed
+    n = len(train_fed.client_train)
+    batch = batch_size(cfg, fed, pooled)  # at most the largest shard (or the union)
+    model = build_model(cfg, fed.input_shape, fed.num_classes).to(device)
+    layout = Layout.of(dict(model.named_parameters()))
+    algo = algo_cls(cfg, n, layout.size)
+    faults = faults_mod.FaultModel(cfg.faults, cfg.seed)
+    graphs = mixing = period_gap = None
+    if not algo.centralized:
+        graphs = topologies.build_sequence(cfg.topology.name, n, seed=cfg.seed, **cfg.topology.graph_params())
+        varying = topologies.is_time_varying(cfg.topology.name) or cfg.faults.link_failure > 0
+        mixing = Mixing(graphs, cfg.topology.mixing, varying=varying, device=device, surviving=faults.surviving,
+                        params=cfg.topology.mixing_params)
+        mixing(0)  # a bad mixing rule is a user error now, not in round 1
         # a time-varying graph's own round has gap 0 (one matching): the run also records the gap
         # of one period's product, the figure that bounds its consensus error
-        self.period_gap = (topologies.period_gap(self.graphs, cfg.topology.mixing, cfg.algorithm.gossip_steps,
-                                                 **cfg.topology.mixing_params)
-                           if not self.algo.centralized and self.graphs.time_varying else None)
+        if graphs.time_varying:
+            period_gap = topologies.period_gap(graphs, cfg.topology.mixing, cfg.algorithm.gossip_steps,
+                                            **cfg.topology.mixing_params)
+    sizes = np.array([len(p) for p in train_fed.client_train], dtype=np.int64)
+    schedule = optim.schedule(cfg.local.schedule, cfg.local.lr, decay=cfg.local.lr_decay, total_rounds=cfg.rounds)
+    parts = Parts(cfg, device, fed, train_fed, pooled, batch, model, layout, algo, graphs, mixing, period_gap,
+                  faults, client_steps(cfg, algo, sizes, batch), schedule, fed.x_test.to(device),
+                  fed.y_test.to(device), None if pooled else local_eval(fed, cfg.seed, device))
+    algo.init(parts.initial_bank())
+    return parts
 
-        self.client_data = ClientData(train_fed, self.device, cfg.seed, batch, augment=cfg.data.augment)
-        self.steps = client_steps(cfg, self.algo, self.client_data.sizes, batch)
 
-        hp = optimizer_hparams(cfg, self.algo.optimizer_overrides())
-        trainer_cls = ENGINES[cfg.engine.backend]
-        self.trainer = trainer_cls(self.model, self.layout, self.client_data, cfg.local.optimizer, hp,
-                                   self.device, cfg.engine.chunk_size, local=local_options(cfg))
-        self.schedule = optim.schedule(cfg.local.schedule, cfg.local.lr, decay=cfg.local.lr_decay,
-                                       total_rounds=cfg.rounds)
-        row = self.layout.row(self.model).to(self.device)
-        self.bank = row.expand(n, -1).clone()
-        self.algo.init(self.bank)
-        self.round = 0
-        self.comm_mb = 0.0
-        self.elapsed = 0.0
-        self.history: list[dict[str, Any]] = []
-        self.system = system_mod.from_simulation(cfg, self)  # None unless [system] enabled
-        self._eval_sets()
-        if self.trainer.owns_bank:  # the engine holds the clients' rows (Ray actors)
-            self.bank = self.trainer.adopt(self.bank, self)
+def local_eval(fed: data_mod.FederatedData, seed: int, device: torch.device) -> LocalEval:
+    """Each client's local test set: its held-out split, or (none held out) the same seeded
+    sample of LOCAL_EVAL_MAX global test samples for every client."""
+    if sum(len(t) for t in fed.client_test) > 0:
+        return LocalEval(fed.x_train.to(device), fed.y_train.to(device), *pad_indices(fed.client_test, device))
+    m = len(fed.y_test)
+    gen = torch.Generator().manual_seed(seed)
+    pick = torch.randperm(m, generator=gen)[:LOCAL_EVAL_MAX].sort().values.to(device)
+    n = fed.num_clients  # shared rows: expand, so 1e5 clients cost no (n, m) tables
+    mask = torch.ones(1, len(pick), dtype=torch.bool, device=device).expand(n, -1)
+    return LocalEval(fed.x_test.to(device), fed.y_test.to(device), pick.expand(n, -1), mask)
 
-    # ------------------------------------------------------------------ topology
-    def mixing(self, round_: int) -> tuple[Any, np.ndarray, float]:
-        """(torch operator W_t, degrees, spectral gap) for round t; cached for static graphs.
 
-        With link failures, W_t is built on the round's surviving graph (self.round_graph).
-        Degrees are in-degrees on a directed graph, so gossip bytes = Q * models received.
-        """
-        varying = topologies.is_time_varying(self.cfg.topology.name) or self.cfg.faults.link_failure > 0
-        key = round_ if varying else 0
-        if key not in self._W_cache:
-            G = self.faults.surviving(self.graphs.graph(round_), round_)
-            build = topologies.mixing_matrix if G.number_of_nodes() <= DENSE_MAX_N else topologies.mixing_matrix_sparse
-            W = build(G, rule=self.cfg.topology.mixing, **self.cfg.topology.mixing_params)
-            # a directed graph (random_neighbors, arc j -> i: i pulls x_j): the models i receives
-            deg = np.array([d for _, d in sorted(G.in_degree() if G.is_directed() else G.degree())],
-                           dtype=np.float64)
-            self._W_cache = {key: (as_operator(W, self.device), deg, topologies.spectral_gap(W), G)}
-        W, deg, gap, self.round_graph = self._W_cache[key]
-        return W, deg, gap
+def make_trainer(parts: Parts, client_data: ClientData) -> Trainer:
+    """The engine of cfg.engine.backend, told what it needs about the run."""
+    cfg = parts.cfg
+    settings = RunSettings(engine=cfg.engine, evaluation=parts.local_eval, engine_rows=parts.algo.mixes is not None)
+    hp = optimizer_hparams(cfg, parts.algo.optimizer_overrides())
+    return ENGINES[cfg.engine.backend](parts.model, parts.layout, client_data, cfg.local.optimizer, hp, parts.device,
+                                       cfg.engine.chunk_size, local=local_options(cfg), settings=settings)
 
-    # ------------------------------------------------------------------ evaluation sets
-    def _eval_sets(self) -> None:
-        fed = self.fed
-        self.x_test = fed.x_test.to(self.device)
-        self.y_test = fed.y_test.to(self.device)
-        if sum(len(t) for t in fed.client_test) > 0:
-            self.local_x, self.local_y = fed.x_train.to(self.device), fed.y_train.to(self.device)
-            self.local_idx, self.local_mask = pad_indices(fed.client_test, self.device)
-        else:  # no held-out split: every local model on the same (seeded) sample of the test set
-            m = len(fed.y_test)
-            gen = torch.Generator().manual_seed(self.cfg.seed)
-            pick = torch.randperm(m, generator=gen)[:LOCAL_EVAL_MAX].sort().values.to(self.device)
-            self.local_x, self.local_y = self.x_test, self.y_test
-            n = fed.num_clients  # shared rows: expand, so 1e5 clients cost no (n, m) tables
-            self.local_idx = pick.expand(n, -1)
-            self.local_mask = torch.ones(1, len(pick), dtype=torch.bool, device=self.device).expand(n, -1)
 
-    def evaluate(self, extra: dict[str, Any]) -> dict[str, Any]:
-        """Metrics of the current bank (DESIGN.md's keys)."""
-        if not isinstance(self.bank, torch.Tensor):  # held by the engine: reduced there
-            mean_row, local, consensus = self.trainer.summary(self.bank)
-        else:
-            mean_row, consensus = self.bank.mean(0), consensus_distance(self.bank)
-        acc, loss = evaluate(self.model, self.layout, mean_row, self.x_test, self.y_test)
-        if self.pooled:
-            local = np.array([acc])
-        elif isinstance(self.bank, torch.Tensor):
-            chunk = max(1, min(len(self.bank), getattr(self.trainer, "chunk_size", 0) or 64,
-                               EVAL_FLOATS // max(1, self.local_idx.shape[1] * self.local_x[0].numel())))
-            local = evaluate_clients(self.model, self.layout, self.bank, self.local_x, self.local_y,
-                                     self.local_idx, self.local_mask, chunk)
-        row = {"round": self.round, "test_acc": acc, "test_loss": loss,
-               "local_test_acc": float(np.nanmean(local)), "local_test_acc_std": float(np.nanstd(local)),
-               **extra, "consensus": consensus}
-        every = self.cfg.metrics.sharpness_every
-        if every and self.round % every == 0:
-            row["sharpness"] = sharpness(self.model, self.layout, mean_row, self.x_test, self.y_test,
-                                         self.cfg.local.rho if self.cfg.local.rho is not None else 0.05)
-        if self.cfg.metrics.flatness_every and self.round % self.cfg.metrics.flatness_every == 0:
+@dataclass
+class RunState:
+    """Where a run stands: what a checkpoint holds besides the engine's and the algorithm's state."""
+
+    round: int
+    bank: Any                          # the engine's bank (``Trainer.place``)
+    comm_mb: float = 0.0
+    elapsed: float = 0.0               # seconds of training and evaluation so far
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Simulation:
+    """A run of ``build(cfg)``'s parts on an engine, round by round (``state`` says where it stands).
+
+    The parts read through the Simulation (``sim.model``, ``sim.algo``, ``sim.steps``, ...), as do
+    ``round``, ``bank`` and ``history`` of its state."""
+
+    def __init__(self, cfg: Config, fed: Optional[data_mod.FederatedData] = None):
+        if cfg.engine.threads:
+            torch.set_num_threads(cfg.engine.threads)
+        self.parts = parts = build(cfg, fed)
+        self.client_data = ClientData(parts.train_fed, parts.device, parts.cfg.seed, parts.batch,
+                                      augment=parts.cfg.data.augment)
+        self.trainer = make_trainer(parts, self.client_data)
+        self.system = system_mod.from_simulation(parts.cfg, self)  # None unless [system] enabled
+        self.state = RunState(round=0, bank=self.trainer.place(parts.initial_bank()))
+
+    def __getattr__(self, name: str) -> Any:
+        """The run's parts (cfg, model, layout, algo, graphs, steps, x_test, ...) read through the Simulation."""
+        parts = self.__dict__.get("parts")
+        if parts is None:
+            raise AttributeError(name)
+        return getattr(parts, name)
+
+    @property
+    def round(self) -> int:
+        return self.state.round
+
+    @property
+    def bank(self) -> Any:
+        return self.state.bank
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        return self.state.history
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self, state: RunState, training: dict[str, Any]) -> dict[str, Any]:
+        """The metrics row of ``state``'s bank (README's metrics keys), with the round's ``training`` columns."""
+        p, t = self.parts, state.round
+        mean_row, local, consensus = self.trainer.summary(state.bank)
+        acc, loss = evaluate(p.model, p.layout, mean_row, p.x_test, p.y_test)
+        row = evaluated_row(t, (acc, loss), [acc] if p.pooled else local, consensus, training)
+        every = p.cfg.metrics.sharpness_every
+        if every and t % every == 0:
+            row["sharpness"] = sharpness(p.model, p.layout, mean_row, p.x_test, p.y_test,
+                                         p.cfg.local.rho if p.cfg.local.rho is not None else 0.05)
+        if p.cfg.metrics.flatness_every and t % p.cfg.metrics.flatness_every == 0:
             from .flatness import round_metrics  # Hessian max eigenvalue and trace, sharpness
-            row.update(round_metrics(self.model, self.layout, mean_row, self.fed, self.cfg, self.round))
+            row.update(round_metrics(p.model, p.layout, mean_row, p.fed, p.cfg, t))
         return row
 
     # ------------------------------------------------------------------ the round loop
-    def step(self) -> dict[str, Any]:
-        """Run one round; returns the round's raw numbers (not yet evaluated)."""
-        cfg, t = self.cfg, self.round
-        n = self.bank.shape[0]
-        active = rng.participation(cfg.seed, t, n, cfg.algorithm.participation) & ~self.faults.dropped(t, n)
-        if self.algo.centralized:
-            W, deg, gap = None, np.zeros(n), 1.0
-        else:
-            W, deg, gap = self.mixing(t)
-        lr = self.schedule(t)
-        q = cfg.algorithm.gossip_steps
-        ctx = RoundContext(round=t, active=torch.as_tensor(active, device=self.device), W=W, degrees=deg,
-                           gossip_steps=q, lr=lr, local_steps=int(self.steps.max()),
-                           mixer=self.trainer.mix if self.trainer.owns_bank else None)
-        self.bank = self.algo.start(self.bank, ctx)
+    def advance(self, state: RunState) -> tuple[RunState, dict[str, Any]]:
+        """Play round ``state.round``: returns the state after it and the round's training columns."""
+        p, t, trainer = self.parts, state.round, self.trainer
+        cfg, n = p.cfg, len(p.steps)
+        active = rng.participation(cfg.seed, t, n, cfg.algorithm.participation) & ~p.faults.dropped(t, n)
+        rg = p.mixing(t) if p.mixing is not None else None
+        ctx = RoundContext(round=t, active=torch.as_tensor(active, device=p.device), W=rg.operator if rg else None,
+                           degrees=rg.degrees if rg else np.zeros(n), gossip_steps=cfg.algorithm.gossip_steps,
+                           lr=p.schedule(t), local_steps=int(p.steps.max()), ops=trainer)
+        bank = p.algo.start(state.bank, ctx)
         # the start-of-round bank, copied only when the algorithm or NaN recovery will read it
-        keep = self.algo.needs_before or (cfg.faults.on_nan == "skip_client") or self.algo.centralized
-        before = self.bank.clone() if keep else None
-        steps = self.faults.local_steps(t, self.steps)
+        keep = p.algo.needs_before or (cfg.faults.on_nan == "skip_client") or p.algo.centralized
+        before = trainer.copy(bank) if keep else None
+        steps = p.faults.local_steps(t, p.steps)
         t0 = time.perf_counter()
-        self.bank, losses = self.trainer.train(self.bank, active, steps, lr, t, self.algo.correction(ctx))
+        bank, losses = trainer.train(bank, active, steps, ctx.lr, t, p.algo.correction(ctx))
         t1 = time.perf_counter()
-        sim_row = self.system.round(active, steps, self.round_graph) if self.system else {}
-        bad = faults_mod.diverged(self.bank, losses, active)
+        graph = rg.graph if rg else None
+        sim_row = self.system.round(active, steps, graph) if self.system else {}
+        bad = faults_mod.diverged(trainer.finite(bank), losses, active)
         if bad.any():  # faults.on_nan: stop (DivergedError) or restart the client from its neighbours
-            active, before = faults_mod.handle_divergence(self, bad, losses, before, active)
-            ctx.active = torch.as_tensor(active, device=self.device)
-        if self.algo.centralized and not active.any():
-            self.bank, extra = before, {}  # nobody to average: the global model stays
+            bank, before = faults_mod.handle_divergence(cfg.faults.on_nan, trainer, bad, losses, t, graph, bank, before)
+            active = active & ~bad
+            ctx.active = torch.as_tensor(active, device=p.device)
+        if p.algo.centralized and not active.any():
+            bank, extra = before, {}  # nobody to average: the global model stays
         else:
-            self.bank, extra = self.algo.aggregate(before, self.bank, ctx)
+            bank, extra = p.algo.aggregate(before, bank, ctx)
         t2 = time.perf_counter()
-        self.comm_mb += self.algo.comm_mb(ctx, self.model_bytes)
-        self.round += 1
-        return {"train_loss": faults_mod.mean_loss(losses), "spectral_gap": gap,
-                "effective_gap": 1.0 - (1.0 - gap) ** q, "comm_mb": self.comm_mb,
-                "active_clients": int(active.sum()), "lr": lr, **extra,
-                **({"period_gap": self.period_gap} if self.period_gap is not None else {}),
-                **faults_mod.round_metrics(self, active, steps, bad),
-                "train_s": t1 - t0, "exchange_s": t2 - t1, **sim_row, **self.trainer.metrics()}
+        comm_mb = state.comm_mb + p.algo.comm_mb(ctx, p.model_bytes)
+        training = round_row(train_loss=faults_mod.mean_loss(losses), gap=rg.gap if rg else 1.0,
+                             gossip_steps=ctx.gossip_steps, comm_mb=comm_mb, active_clients=int(active.sum()),
+                             lr=ctx.lr, **extra, **({"period_gap": p.period_gap} if p.period_gap is not None else {}),
+                             **faults_mod.round_metrics(cfg.faults, graph, active, steps, p.steps, bad),
+                             train_s=t1 - t0, exchange_s=t2 - t1, **sim_row, **trainer.metrics())
+        return dataclasses.replace(state, round=t + 1, bank=bank, comm_mb=comm_mb), training
+
+    def step(self) -> dict[str, Any]:
+        """Run one round; returns the round's training columns (not yet evaluated)."""
+        self.state, training = self.advance(self.state)
+        return training
 
     def run(self, on_round: Optional[OnRound] = None,
             after_round: Optional[Callable[["Simulation"], None]] = None) -> list[dict[str, Any]]:
         """Run the remaining rounds; calls on_round(sim, metrics) after every evaluated round and
         after_round(sim) after every round (checkpoints, stop requests): the state is whole then."""
-        while self.round < self.cfg.rounds:
+        while self.state.round < self.parts.cfg.rounds:
             t0 = time.perf_counter()
-            raw = self.step()
-            self.elapsed += time.perf_counter() - t0
-            if self.round % self.cfg.eval_every == 0 or self.round == self.cfg.rounds:
+            state, training = self.advance(self.state)
+            state.elapsed += time.perf_counter() - t0
+            row = None
+            if state.round % self.parts.cfg.eval_every == 0 or state.round == self.parts.cfg.rounds:
                 t1 = time.perf_counter()
-                row = self.evaluate(raw)
+                row = self.evaluate(state, training)
                 row["eval_s"] = time.perf_counter() - t1
-                self.elapsed += row["eval_s"]  # wall_s: training and evaluation, not the writing
-                row["wall_s"] = self.elapsed
-                self.history.append(row)
-                if on_round:
-                    on_round(self, row)
+                state.elapsed += row["eval_s"]  # wall_s: training and evaluation, not the writing
+                row["wall_s"] = state.elapsed
+                state.history.append(row)
+            self.state = state
+            if row is not None and on_round:
+                on_round(self, row)
             if after_round:
                 after_round(self)
-        return self.history
+        return self.state.history
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
-        return {"round": self.round, "bank": self.bank.cpu(), "trainer": self.trainer.state_dict(),
-                "algorithm": self.algo.state_dict(), "comm_mb": self.comm_mb, "elapsed": self.elapsed,
-                "history": list(self.history),
-                **({"system": self.system.state_dict()} if self.system else {})}
+        s = self.state
+        return {"round": s.round, "bank": self.trainer.gather(s.bank), "trainer": self.trainer.state_dict(),
+                "algorithm": self.parts.algo.state_dict(), "comm_mb": s.comm_mb, "elapsed": s.elapsed,
+                "history": list(s.history), **({"system": self.system.state_dict()} if self.system else {})}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.round = int(state["round"])
-        self.bank = state["bank"].to(self.device)
         self.trainer.load_state_dict(state["trainer"])
-        self.algo.load_state_dict(state["algorithm"])
-        self.comm_mb = float(state["comm_mb"])
-        self.elapsed = float(state["elapsed"])
-        self.history = list(state["history"])
+        self.parts.algo.load_state_dict(state["algorithm"])
         if self.system:
             self.system.load_state_dict(state.get("system"))
-        if self.trainer.owns_bank:
-            self.bank = self.trainer.adopt(self.bank, self)
+        self.state = RunState(round=int(state["round"]), bank=self.trainer.place(state["bank"].to(self.parts.device)),
+                              comm_mb=float(state["comm_mb"]), elapsed=float(state["elapsed"]),
+                              history=list(state["history"]))
+
+    def describe(self) -> dict[str, Any]:
+        """The run's facts for manifest.json: device, sizes, the batch after its cap, the engine's choices."""
+        engine = self.trainer.describe()
+        return {"device": str(self.parts.device), "num_params": self.parts.layout.size,
+                "num_clients": len(self.parts.steps), "batch_size": self.client_data.batch_size,
+                **({"engine": engine} if engine else {})}
 
     def close(self) -> None:
         """Release the engine's resources (Ray actors, a local Ray); the run cannot step after it."""

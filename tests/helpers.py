@@ -102,12 +102,12 @@ def interrupted_run(cfg, out, stop_after: int = 2, before_checkpoint: bool = Fal
     writer = results.RunDir(out, sim.cfg)
 
     def on_round(s, row):
-        writer(s, row)
+        writer.append(row)
         if before_checkpoint and s.round == stop_after:
             raise Stop
 
     def after_round(s):
-        writer.after_round(s)
+        writer.after_round(s.round, s.state_dict)
         if s.round == stop_after:
             raise Stop
 

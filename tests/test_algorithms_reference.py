@@ -50,7 +50,7 @@ def load_flat(model, row):
 
 
 def mixing_dense(sim, t):
-    W, _, _ = sim.mixing(t)
+    W = sim.mixing(t).operator
     return W.to_dense() if W.is_sparse or W.layout != torch.strided else W
 
 

@@ -29,11 +29,11 @@ def test_graph_params_reach_the_generator():
 
 def test_mixing_params_reach_the_rule():
     sim = Simulation(small_config(**{"topology.mixing": "laplacian", "topology.mixing_params.a": 0.2}))
-    W = sim.mixing(0)[0].to_dense().numpy()
+    W = sim.mixing(0).operator.to_dense().numpy()
     assert W[0, 1] == pytest.approx(0.2) and W[0, 0] == pytest.approx(0.6)  # default a = 1/3: W = J/3 on a ring
     G = topologies.build("ring", 6)
     fm = Simulation(small_config(**{"topology.mixing": "fastest_mixing", "topology.mixing_params.iters": 1}))
-    np.testing.assert_allclose(fm.mixing(0)[0].to_dense().numpy(), topologies.mixing_matrix(G), atol=1e-6)
+    np.testing.assert_allclose(fm.mixing(0).operator.to_dense().numpy(), topologies.mixing_matrix(G), atol=1e-6)
 
 
 def test_optimizer_params_reach_the_optimizer():

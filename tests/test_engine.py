@@ -150,8 +150,8 @@ def test_inactive_clients_keep_their_model_before_gossip():
 def test_time_varying_topology_mixes_with_one_matching_per_round():
     # one-peer exponential on 8: round t pairs i with i xor 2^(t mod 3), W = (I + P) / 2
     sim = Simulation(training_config(**{"topology.name": "one_peer_exponential", "data.num_clients": 8}))
-    ws = [sim.mixing(t)[0].to_dense() if sim.mixing(t)[0].layout != torch.strided else sim.mixing(t)[0]
-          for t in range(3)]
+    ws = [sim.mixing(t).operator.to_dense() if sim.mixing(t).operator.layout != torch.strided
+          else sim.mixing(t).operator for t in range(3)]
     for t, W in enumerate(ws):
         P = torch.zeros(8, 8, dtype=W.dtype)
         P[torch.arange(8), torch.arange(8) ^ (2 ** t)] = 1
@@ -162,11 +162,11 @@ def test_time_varying_topology_mixes_with_one_matching_per_round():
 
 
 def test_large_federations_use_a_sparse_w_with_the_same_metrics(monkeypatch):
-    import dfl.simulation as simulation
+    import dfl.gossip as gossip
     dense = run(training_config(**{"algorithm.name": "dfedsam", "data.holdout_fraction": 0.0}))
-    monkeypatch.setattr(simulation, "DENSE_MAX_N", 4)  # pretend 6 clients is a huge federation
+    monkeypatch.setattr(gossip, "DENSE_MAX_N", 4)  # pretend 6 clients is a huge federation
     sim = Simulation(training_config(**{"algorithm.name": "dfedsam", "data.holdout_fraction": 0.0}))
-    assert sim.mixing(0)[0].layout == torch.sparse_csr
+    assert sim.mixing(0).operator.layout == torch.sparse_csr
     assert_same_history(dense, sim.run(), tol=1e-6)
 
 

@@ -8,7 +8,8 @@ import torch
 from dfl import results
 from dfl.engines.vectorized import VectorizedTrainer
 from dfl.errors import DivergedError
-from dfl.faults import diverged, finite_rows, neighbour_mean
+from dfl.faults import diverged, finite_rows, neighbour_rows
+from dfl.gossip import BankOps
 from dfl.simulation import Simulation
 from tests.conftest import small_config
 from tests.helpers import assert_user_error, read_metrics, write_config
@@ -37,7 +38,7 @@ def test_diverged_checks_losses_and_rows_of_active_clients():
     bank[3, 0] = float("nan")
     losses = np.array([np.nan, 1.0, 2.0, 1.0])
     active = np.array([True, True, True, False])
-    assert diverged(bank, losses, active).tolist() == [True, True, False, False]
+    assert diverged(finite_rows(bank).numpy(), losses, active).tolist() == [True, True, False, False]
 
 
 def test_finite_rows_is_exact_when_a_row_sum_overflows():
@@ -83,7 +84,8 @@ def test_neighbour_mean_and_isolated_fallback():
     bank = torch.arange(15, dtype=torch.float32).reshape(5, 3)
     fallback = -torch.ones(5, 3)
     bad = np.array([False, True, True, False, True])
-    out = neighbour_mean(bank, bad, G, fallback)
+    ops = BankOps()
+    out = ops.patched(bank, neighbour_rows(ops, bank, fallback, bad, G))
     assert torch.equal(out[1], bank[0])            # neighbours 0 (good) and 2 (bad)
     assert torch.equal(out[2], bank[3])
     assert torch.equal(out[4], fallback[4])        # isolated: its start-of-round model

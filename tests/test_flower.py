@@ -264,3 +264,13 @@ def test_client_reply_messages_carry_uniform_weight():
     assert reply.content[R.METRICS][R.WEIGHT] == 1.0 and np.isfinite(reply.content[R.METRICS]["train_loss"])
     assert "optimizer" in ctx.state[R.STATE]
     assert sys.modules["dfl.flower.client_app"] is client_app
+
+
+def test_the_relay_reads_what_gossip_mixes_from_the_algorithm():
+    """Algorithm.mixes: D-PSGD mixes the start-of-round models, the others the trained ones; an
+    algorithm that does not gossip is not the relay's."""
+    from dfl.flower.gossip import mix_before
+
+    assert mix_before("dpsgd") and not mix_before("dfedavg") and not mix_before("dfedsam_mgs")
+    with pytest.raises(ConfigError, match="algorithm.name: 'fedavg' aggregates in a way"):
+        mix_before("fedavg")

@@ -96,3 +96,39 @@ def test_consensus_distance_is_exactly_zero_for_equal_rows_and_matches_float64_o
     assert consensus_distance(X) == pytest.approx(ref, rel=1e-12)
     X[3, 7] = float("nan")
     assert math.isnan(consensus_distance(X))
+
+
+def test_bank_combine_adds_left_to_right_as_written():
+    """D-PSGD's W^Q x^b + (x^a - x^b) is combine([(1, a), (-1, b), (1, mixed)]), bit for bit."""
+    from dfl.gossip import BankOps
+
+    g = torch.Generator().manual_seed(0)
+    a, b, m = (torch.randn(5, 7, generator=g) for _ in range(3))
+    assert torch.equal(BankOps().combine([(1.0, a), (-1.0, b), (1.0, m)]), m + (a - b))
+    assert torch.equal(BankOps().combine([(2.0, a)]), 2 * a)
+
+
+def test_mixing_isolates_lost_nodes_and_keeps_one_w():
+    """Mixing: W_t on the round's graph; lost nodes are isolated (their row of W is e_i) and the gap
+    is that of the survivors' block; a static graph builds W once."""
+    from dfl.gossip import Mixing
+
+    seq = topologies.build_sequence("ring", 6)
+    mixing = Mixing(seq, "metropolis", varying=False)
+    rg = mixing(0)
+    assert mixing(5) is rg and rg.degrees.tolist() == [2.0] * 6
+    assert rg.gap == pytest.approx(topologies.spectral_gap(topologies.mixing_matrix(seq.graph(0))))
+    lost = mixing(3, frozenset({2}))
+    assert lost.W[2, 2] == 1.0 and lost.degrees[2] == 0 and lost.graph.number_of_edges() == 4
+    path = topologies.mixing_matrix(lost.graph)[np.ix_([0, 1, 3, 4, 5], [0, 1, 3, 4, 5])]
+    assert lost.gap == pytest.approx(topologies.spectral_gap(path))
+
+
+def test_a_block_of_rows_follows_the_rule_of_its_square():
+    """as_operator picks CSR by density when W has at least SPARSE_MIN_N ** 2 entries, square or not."""
+    from dfl.gossip import SPARSE_MIN_N
+
+    block = np.eye(SPARSE_MIN_N)[: SPARSE_MIN_N // 2]
+    assert as_operator(block).layout == torch.strided  # 2048 entries: dense
+    assert as_operator(np.eye(SPARSE_MIN_N)).layout == torch.sparse_csr
+    assert as_operator(np.eye(2 * SPARSE_MIN_N)[:SPARSE_MIN_N]).layout == torch.sparse_csr

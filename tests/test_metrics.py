@@ -104,3 +104,17 @@ def test_flatness_hook_is_max_eig_of_the_mean_model_and_changes_nothing_else():
             ce = float(F.cross_entropy(sim.model(x), y))
         assert float(sum(f(mean) for f in fs)) == pytest.approx(ce, rel=1e-6)
         assert row["hessian_max_eig"] > 0
+
+
+def test_one_row_builder_for_every_runtime():
+    """round_row: effective_gap is topologies.effective_gap of the round's gap; evaluated_row puts
+    the evaluation, local accuracies and consensus around the training columns."""
+    import topologies
+    from dfl.metrics import evaluated_row, round_row
+
+    train = round_row(train_loss=1.5, gap=0.1, gossip_steps=3, comm_mb=2.0, active_clients=4, lr=0.1, drift=0.5)
+    assert train["effective_gap"] == topologies.effective_gap(0.1, 3) == pytest.approx(1 - 0.9 ** 3)
+    row = evaluated_row(7, (0.9, 0.3), [0.5, float("nan"), 0.7], 0.01, train)
+    assert list(row)[:5] == ["round", "test_acc", "test_loss", "local_test_acc", "local_test_acc_std"]
+    assert row["local_test_acc"] == pytest.approx(0.6) and row["drift"] == 0.5 and row["consensus"] == 0.01
+    assert np.isnan(evaluated_row(1, (0.0, 0.0), [], 0.0, train)["local_test_acc"])

@@ -164,7 +164,7 @@ def test_skip_client_equals_the_vectorized_backend(local_ray, changes):
     sim = Simulation(cfg.replace(**{"engine.backend": "ray"}), fed=poisoned())
     try:
         got = sim.run()
-        bank = sim.bank.cpu()
+        bank = sim.trainer.gather(sim.bank)
     finally:
         sim.close()
     assert sum(r["diverged_clients"] for r in ref) >= 1

@@ -17,7 +17,7 @@ from tests.helpers import assert_same_history, training_config
 
 ray = pytest.importorskip("ray")
 
-from dfl.engines import ray_backend, ray_session  # noqa: E402
+from dfl.engines import ray_session  # noqa: E402
 
 pytestmark = pytest.mark.slow  # a local Ray and actor restarts (~1 s each): ~1 min on 2 cores
 

@@ -112,23 +112,21 @@ def test_a_signal_writes_a_checkpoint_and_says_how_to_resume(tmp_path, signum, c
 def test_checkpoint_cadence(monkeypatch, tmp_path):
     """Default: after the first round, then once checkpoint_minutes have passed, and at the end;
     checkpoint_every = N: every N rounds (also rounds that are not evaluated)."""
-    from types import SimpleNamespace
-
     from dfl.config import Config
 
     now = [0.0]
     monkeypatch.setattr(results, "clock", lambda: now[0])
     saved = []
     monkeypatch.setattr(results.RunDir, "checkpoint",
-                        lambda self, sim: (saved.append(sim.round), setattr(self, "saved_round", sim.round),
-                                           setattr(self, "saved_at", now[0])))
+                        lambda self, round_, state: (saved.append(round_), setattr(self, "saved_round", round_),
+                                                     setattr(self, "saved_at", now[0])))
 
     def rounds_saved(cfg, minutes_per_round):
         saved.clear()
         writer = results.RunDir(tmp_path, cfg, resume=True)
         for t in range(1, cfg.rounds + 1):
             now[0] += 60 * minutes_per_round
-            writer.after_round(SimpleNamespace(round=t))
+            writer.after_round(t, dict)
         return list(saved)
 
     cfg = Config().replace(rounds=20, **{"metrics.checkpoint_minutes": 5.0})
@@ -176,12 +174,8 @@ def test_checkpoint_write_is_atomic(config, tmp_path, monkeypatch):
 
     monkeypatch.setattr(results.torch, "save", half_save)
 
-    class FakeSim:
-        def state_dict(self):
-            return {}
-
     with pytest.raises(OSError):
-        results.RunDir(out, None, label="x", resume=True).checkpoint(FakeSim())
+        results.RunDir(out, None, label="x", resume=True).checkpoint(3, {})
     assert (out / results.CHECKPOINT).read_bytes() == good
     assert sorted(p.name for p in out.iterdir() if p.name.endswith(".tmp")) == []
     assert results.load_checkpoint(out)["round"] == 2

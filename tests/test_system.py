@@ -1,5 +1,4 @@
 """The system model ([system]): simulated round times against their closed forms."""
-import math
 
 import numpy as np
 import pytest

@@ -200,7 +200,8 @@ def test_run_uses_in_degrees_for_the_bytes_and_engines_agree():
               "algorithm.name": "dfedsam", "local.optimizer": "sam"}
     sim = Simulation(training_config(**common))
     for t in range(3):
-        W, deg, gap = sim.mixing(t)
+        rg = sim.mixing(t)
+        W, deg, gap = rg.operator, rg.degrees, rg.gap
         np.testing.assert_array_equal(deg, np.full(n, k))  # each client receives k models
         want = T.build_sequence("random_neighbors", n, seed=sim.cfg.seed, k=k).mixing(t)
         np.testing.assert_allclose(W.to_dense().cpu().numpy(), want, atol=1e-7)

@@ -2,12 +2,15 @@
 
 The engine runs: ``bank = algo.start(bank, ctx)``; K local steps of every active client (with
 ``algo.correction()`` added to each step if set); ``bank, extra = algo.aggregate(before, bank, ctx)``.
-An algorithm never builds W (that is topologies/'s job) and never loops over clients.
+An algorithm never builds W (that is topologies/'s job) and never loops over clients. What it
+does to whole banks goes through ``ctx`` (``ctx.mix``, ``ctx.combine``): the engine's operations,
+which work wherever the engine keeps the rows (this process, Ray actors). What gossip mixes is
+declared as data (``Algorithm.mixes``), so that other runtimes (the Flower relay) read it too.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Optional
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Optional
 
 import numpy as np
 import torch
@@ -15,7 +18,7 @@ import torch
 from .. import choco
 from ..config import Config
 from ..errors import ConfigError
-from ..gossip import mix
+from ..gossip import BankOps
 from ..metrics import consensus_distance, gossip_mb, server_mb
 from ..optim import OPTIMIZERS
 from .registry import ALGORITHMS
@@ -38,12 +41,16 @@ class RoundContext:
     gossip_steps: int
     lr: float
     local_steps: int
-    #: mix(X, W, steps) of the engine when it holds the bank itself (Ray actors); None: dfl.gossip.mix.
-    mixer: Optional[Callable[[Any, Any, int], Any]] = None
+    #: The engine's bank operations (the trainer); in-process tensors where nothing mixes banks.
+    ops: BankOps = field(default_factory=BankOps)
 
     def mix(self, X: Any) -> Any:
         """W^Q X for this round's W and Q, wherever the bank lives."""
-        return (self.mixer or mix)(X, self.W, self.gossip_steps)
+        return self.ops.mix(X, self.W, self.gossip_steps)
+
+    def combine(self, terms: list[tuple[float, Any]]) -> Any:
+        """sum_k c_k X_k of banks, wherever they live (added left to right)."""
+        return self.ops.combine(terms)
 
 
 @dataclass(frozen=True)
@@ -74,6 +81,10 @@ class Algorithm:
     any_optimizer: ClassVar[bool] = False
     #: aggregate() reads the start-of-round bank; when False the engine passes None and skips a copy.
     needs_before: ClassVar[bool] = True
+    #: What the round's gossip mixes: "after" (the trained models), "before" (the start-of-round
+    #: models, then each client's local update is added: D-PSGD), or None (no gossip: the driver's
+    #: aggregate reads the rows itself, as server averaging does).
+    mixes: ClassVar[Optional[str]] = None
 
     @classmethod
     def optimizers(cls) -> tuple[str, ...]:
@@ -156,6 +167,7 @@ class Gossip(Algorithm):
     """
 
     needs_before = False
+    mixes = "after"
 
     def __init__(self, cfg: Config, num_clients: int, dim: int):
         super().__init__(cfg, num_clients, dim)
@@ -180,7 +192,12 @@ class Gossip(Algorithm):
         return {"compression_ratio": self.exchange.compress.ratio_achieved(self.dim) if self.exchange else 1.0}
 
     def aggregate(self, before, after, ctx):
-        return self.mix(after, ctx), self.exchange_metrics()
+        """W^Q x^after; or, mixing the start-of-round models, W^Q x^before + (x^after - x^before)."""
+        if self.mixes == "before":  # the local update, added after mixing (one combination, no copies)
+            mixed = ctx.combine([(1.0, after), (-1.0, before), (1.0, self.mix(before, ctx))])
+        else:
+            mixed = self.mix(after, ctx)
+        return mixed, self.exchange_metrics()
 
     def comm_mb(self, ctx, model_bytes):
         return gossip_mb(ctx.degrees, None, ctx.gossip_steps, self.message_bytes(model_bytes))

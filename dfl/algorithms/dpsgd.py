@@ -15,9 +15,7 @@ class DPSGD(Gossip):
     label = "D-PSGD"
     family = "sgd"
     needs_before = True
+    mixes = "before"
 
     def local_steps(self, configured):
         return 1
-
-    def aggregate(self, before, after, ctx):
-        return self.mix(before, ctx) + (after - before), self.exchange_metrics()

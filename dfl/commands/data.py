@@ -29,7 +29,6 @@ def run(args: argparse.Namespace) -> int:
     from .. import sweep
     from ..config import parse_overrides
     from ..data import load_federated
-    from ..errors import ConfigError
 
     if args.plot and Path(args.plot).suffix.lower() not in PLOT_SUFFIXES:
         raise ConfigError(f"--plot {args.plot!r}: use a .png, .pdf or .svg file name")

@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 from typing import Any, Optional
 
-from ..config import load_config, parse_overrides, read_toml, from_dict
+from ..config import from_dict, parse_overrides, read_toml
 from ..errors import DflError
 
 
@@ -130,7 +130,7 @@ def _run_one(cfg, out: Path, *, quiet: bool, title: str, resume_state: Optional[
 
     sim = sim if sim is not None else Simulation(cfg)
     if resume_state is not None:
-        results.check_state(resume_state, sim, out)
+        results.check_state(resume_state, (len(sim.steps), sim.layout.size), sim.cfg.rounds, out)
     if not quiet and sim.trainer.summary_line():  # the engine's choices and memory estimate
         print(f"dfl: {sim.trainer.summary_line()}", file=sys.stderr)
     trackers = tracking.start(sim.cfg, out, title=title,  # [logging]: callbacks beside the writer
@@ -153,20 +153,20 @@ def _run_one(cfg, out: Path, *, quiet: bool, title: str, resume_state: Optional[
         with StopOnSignal(at_once) as stop, \
                 Progress(sim.cfg, title or sim.cfg.label(), quiet=quiet, start=sim.round) as bar:
             def on_round(s, row):
-                writer(s, row)
+                writer.append(row)
                 trackers.log_row(row)
                 bar.update(s.round, row)
 
             def after_round(s):
-                writer.after_round(s)
+                writer.after_round(s.round, s.state_dict)
                 if stop.requested and s.round < s.cfg.rounds:
                     if writer.saved_round != s.round:
-                        writer.checkpoint(s)
+                        writer.checkpoint(s.round, s.state_dict())
                     raise Interrupted(f"stopped by {signal_name(stop.signum)} after round {s.round} of "
                                       f"{s.cfg.rounds} (checkpoint written); continue with: dfl run --resume {out}",
                                       stop.signum)
             sim.run(on_round, after_round)
-        summary = writer.finish(sim)
+        summary = writer.finish(sim.history, sim.round, sim.describe())
         trackers.finish(summary)
         return summary
     finally:

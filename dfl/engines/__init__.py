@@ -1,7 +1,7 @@
 """Where clients run: vectorized (default, torch.func over all clients), serial (reference loop).
 The Ray backend lives in dfl/engines/ray_backend.py and is imported only when asked for."""
 from . import serial, vectorized  # noqa: F401 (registers)
-from .base import ENGINES, ClientData, LocalOptions, Trainer, pad_indices
+from .base import ENGINES, ClientData, LocalEval, LocalOptions, RunSettings, Trainer, pad_indices
 
 
 @ENGINES.register("ray")
@@ -11,4 +11,4 @@ def _ray_trainer(*args, **kwargs) -> Trainer:
     return RayTrainer(*args, **kwargs)
 
 
-__all__ = ["ENGINES", "ClientData", "LocalOptions", "Trainer", "pad_indices"]
+__all__ = ["ENGINES", "ClientData", "LocalEval", "LocalOptions", "RunSettings", "Trainer", "pad_indices"]

@@ -7,7 +7,9 @@ An engine (trainer) runs the local steps of all active clients of one round:
 bank is the (n, d) parameter bank (updated and returned), active a (n,) bool numpy mask, steps
 the (n,) number of local steps of each client this round, losses the (n,) mean training loss of
 each client (nan when it did not train). Per-client optimizer state stays inside the trainer
-(``state_dict`` / ``load_state_dict`` for checkpoints).
+(``state_dict`` / ``load_state_dict`` for checkpoints). Whatever else a run does to banks (mix,
+combine, copy, take rows, evaluate, gather for a checkpoint) is an operation of the trainer too,
+with in-process defaults here, so that an engine may keep the rows elsewhere (``Trainer``).
 """
 from __future__ import annotations
 
@@ -20,12 +22,19 @@ import torch
 from .. import optim, rng
 from ..algorithms import Correction
 from ..bank import Layout
+from ..config import EngineConfig
 from ..data import FederatedData
 from ..data.augment import CROP_FLIP_FIELDS, check_augment, crop_flip, crop_flip_draws
+from ..faults import finite_rows
+from ..gossip import BankOps
+from ..metrics import consensus_distance, evaluate_clients
 from ..registry import Registry
 from .plan import set_tf32
 
 ENGINES: Registry = Registry("engine backend")
+
+#: Inputs gathered per chunk of the batched local evaluation (floats; 2^26 = 256 MB).
+EVAL_FLOATS = 2 ** 26
 
 
 @dataclass(frozen=True)
@@ -122,24 +131,80 @@ class ClientData:
         return crop_flip(x, host_to_device(crop_flip_draws(u), x.device))
 
 
-class Trainer:
-    """Interface of the engines (see the module docstring).
+@dataclass(frozen=True)
+class LocalEval:
+    """Where each client's model is tested: a sample pool and every client's padded indices into it.
 
-    An engine whose clients live elsewhere (Ray actors) sets ``owns_bank``: the Simulation then
-    hands it the bank with ``adopt(bank, sim)`` (it returns the engine's own handle), gossip goes
-    through ``mix(X, W, steps)`` (RoundContext.mixer) and evaluation through ``summary(bank)``.
+    Attributes:
+        x, y: the pool (the training pool with held-out client splits, else the global test set);
+        idx, mask: (n, m) indices into the pool and True on real entries (``pad_indices``).
     """
 
-    owns_bank: bool = False
+    x: torch.Tensor
+    y: torch.Tensor
+    idx: torch.Tensor
+    mask: torch.Tensor
+
+    def parts(self) -> list[torch.Tensor]:
+        """Each client's indices into the pool, unpadded, on the CPU."""
+        return [self.idx[i][self.mask[i]].cpu() for i in range(len(self.idx))]
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What an engine is told about the run beyond local training.
+
+    Attributes:
+        engine: the ``[engine]`` table (a Ray engine's address and actor shape).
+        evaluation: the clients' local test sets; None when there are none (pooled training).
+        engine_rows: the clients' rows may stay with the engine between rounds (gossip, whose
+            mixing the engine does); False when the driver's algorithm reads them (server averaging).
+    """
+
+    engine: EngineConfig = EngineConfig()
+    evaluation: Optional[LocalEval] = None
+    engine_rows: bool = True
+
+
+class Trainer(BankOps):
+    """Interface of the engines (see the module docstring).
+
+    Besides training, an engine owns the bank's operations (``BankOps``: mix, combine, copy,
+    take, patched, gather) and ``place``, ``finite``, ``summary``; the defaults here work on
+    tensors in this process, and an engine whose clients live elsewhere (Ray actors) overrides
+    them on its own handles. Callers never ask which kind of bank they hold.
+    """
 
     def __init__(self, model: torch.nn.Module, layout: Layout, data: ClientData, optimizer: str,
                  hparams: dict[str, Any], device: torch.device, chunk_size: int = 0,
-                 local: LocalOptions = LocalOptions()):
+                 local: LocalOptions = LocalOptions(), settings: RunSettings = RunSettings()):
         self.model, self.layout, self.data = model, layout, data
         self.optimizer, self.hparams, self.device = optimizer, hparams, device
         self.chunk_size = chunk_size
         self.local = local
+        self.settings = settings
         set_tf32(local.precision, device)
+
+    def place(self, bank: torch.Tensor) -> Any:
+        """The engine's bank for these (n, d) rows: the tensor itself in this process."""
+        return bank
+
+    def finite(self, bank: Any) -> np.ndarray:
+        """(n,) bool: rows without NaN / Inf."""
+        return finite_rows(bank).cpu().numpy()
+
+    def summary(self, bank: Any) -> tuple[torch.Tensor, np.ndarray, float]:
+        """(mean row, each client's local test accuracy, consensus distance) of a bank.
+
+        Local accuracies are nan without local test sets (``RunSettings.evaluation`` None)."""
+        mean_row, consensus = bank.mean(0), consensus_distance(bank)
+        ev = self.settings.evaluation
+        if ev is None:
+            return mean_row, np.full(len(bank), np.nan), consensus
+        chunk = max(1, min(len(bank), self.chunk_size or 64,
+                           EVAL_FLOATS // max(1, ev.idx.shape[1] * ev.x[0].numel())))
+        local = evaluate_clients(self.model, self.layout, bank, ev.x, ev.y, ev.idx, ev.mask, chunk)
+        return mean_row, local, consensus
 
     def progress(self, lr: float, round_: int) -> "optim.Progress":
         """The run's position handed to the optimizer's gradient this round."""

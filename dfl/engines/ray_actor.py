@@ -2,8 +2,8 @@
 
 An actor hosts the contiguous clients lo..hi-1 of the federation. Its models live in named
 *slots*, each a (hi - lo, d) tensor: the driver's ``RayBank`` handle is a linear combination
-sum_k c_k S_k of slot names, so ``after - before`` or D-PSGD's ``W^Q x + (after - before)`` are
-evaluated row-block-wise inside the actors, never gathered. Slots are immutable: training and
+sum_k c_k S_k of slot names, so D-PSGD's ``W^Q x + (after - before)`` (``RayTrainer.combine``)
+is evaluated row-block-wise inside the actors, never gathered. Slots are immutable: training and
 gossip write new ones, and the driver tells the actor which slots are still referenced.
 
 Gossip step (two phases; Ray resolves the arguments, so no actor waits on another inside a call):
@@ -27,6 +27,7 @@ import torch
 
 from ..algorithms import Correction
 from ..faults import finite_rows
+from ..gossip import as_operator
 from ..metrics import evaluate_clients
 from .base import ClientData, pad_indices
 from .vectorized import VectorizedTrainer
@@ -63,14 +64,6 @@ def pick_device(name: str) -> torch.device:
     if name != "cpu" and torch.cuda.is_available():
         return torch.device("cuda")
     return torch.device("cpu")
-
-
-def block_operator(block: np.ndarray, device: torch.device) -> torch.Tensor:
-    """A (m, c) slice of W as a torch matrix: sparse CSR when mostly zero, else dense."""
-    W = torch.as_tensor(block, dtype=torch.float32, device=device)
-    if W.numel() >= 4096 and float((W != 0).float().mean()) <= 0.1:
-        return W.to_sparse_csr()
-    return W
 
 
 class ClientBlock:
@@ -211,7 +204,7 @@ class ClientBlock:
     def set_plan(self, key: int, block: np.ndarray, dests: list[np.ndarray]) -> bool:
         """Store W's rows of this block (columns: own rows, then what each source sends, in order)."""
         self.plans = {k: v for k, v in self.plans.items() if k > key - 2}
-        self.plans[key] = (block_operator(block, self.device), [np.asarray(d) for d in dests])
+        self.plans[key] = (as_operator(block, self.device), [np.asarray(d) for d in dests])
         return True
 
     def _publish(self, x: torch.Tensor, key: int) -> Any:

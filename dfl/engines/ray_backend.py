@@ -6,13 +6,16 @@ one actor per GPU share (engine.gpus_per_actor; 1 if the cluster has GPUs) or pe
 engine.cpus_per_actor CPUs. Batches come from per-client random streams keyed by the global client
 id, so the run gives the vectorized backend's numbers whatever the placement.
 
-The bank never sits in the driver: ``RayBank`` is a handle to a linear combination of actor-held
-slots. A round is train (in the actors) then the algorithm's aggregate; decentralized algorithms
-mix through ``RayTrainer.mix`` (RoundContext.mixer): Q two-phase exchanges in which each actor
-publishes the rows its graph neighbours need and computes its rows of W x from them. Evaluation
-reduces in the actors: x_bar = (1/n) sum_i x_i and, in float64,
+The bank never sits in the driver: ``place`` turns it into a ``RayBank``, a handle to a linear
+combination of actor-held slots, and the trainer's bank operations (dfl.gossip.BankOps) work on
+handles: a round is train (in the actors) then the algorithm's aggregate, whose gossip goes
+through ``RayTrainer.mix`` (RoundContext.mix): Q two-phase exchanges in which each actor
+publishes the rows its graph neighbours need and computes its rows of W x from them; D-PSGD's
+W^Q x^before + (x^after - x^before) is ``combine``, a new handle (the actors add the slots when
+they read it). Evaluation reduces in the actors: x_bar = (1/n) sum_i x_i and, in float64,
 consensus = (1/n) sum_i ||x_i||^2 - ||x_bar||^2 = (1/n) sum_i ||x_i - x_bar||^2.
-Centralized algorithms (server averaging) get and return plain tensors.
+Centralized algorithms (server averaging, RunSettings.engine_rows False) keep plain tensors in
+the driver, and the in-process operations apply to them.
 
 Faults: the actors run with max_restarts; at the start of every round the driver keeps a snapshot
 (object refs) of every actor's live slots and optimizer state and logs the round's operations. When
@@ -37,7 +40,6 @@ from torch.utils._pytree import tree_map
 
 import ray
 
-from ..config import EngineConfig
 from ..errors import DflError
 from . import ray_session
 from .base import Trainer
@@ -56,10 +58,8 @@ def _actor_failure(exc: BaseException) -> bool:
 
 
 class RayBank:
-    """Handle of a bank held by the actors: sum_k c_k S_k over slot names (lazy linear algebra).
-
-    Supports what the algorithms do with a decentralized bank: clone, +, -, scalar *, shape;
-    ``cpu()`` gathers it (checkpoints)."""
+    """Handle of a bank held by the actors: sum_k c_k S_k over slot names, evaluated lazily in
+    the actors (``RayTrainer.combine`` builds new ones). Slots stay alive while a handle names them."""
 
     def __init__(self, trainer: "RayTrainer", terms: tuple[tuple[str, float], ...]):
         self.trainer, self.terms = trainer, terms
@@ -67,48 +67,15 @@ class RayBank:
         trainer._acquire(names)
         weakref.finalize(self, trainer._release, names)
 
-    @property
-    def shape(self) -> torch.Size:
-        return torch.Size((self.trainer.n, self.trainer.layout.size))
-
-    def __len__(self) -> int:
-        return self.trainer.n
-
-    def clone(self) -> "RayBank":
-        return RayBank(self.trainer, self.terms)  # slots are immutable
-
-    def __add__(self, other: "RayBank") -> "RayBank":
-        coefs: dict[str, float] = {}
-        for name, c in self.terms + other.terms:
-            coefs[name] = coefs.get(name, 0.0) + c
-        return RayBank(self.trainer, tuple((k, c) for k, c in coefs.items() if c != 0.0) or self.terms[:1])
-
-    def __mul__(self, c: float) -> "RayBank":
-        return RayBank(self.trainer, tuple((k, c * v) for k, v in self.terms))
-
-    __rmul__ = __mul__
-
-    def __neg__(self) -> "RayBank":
-        return self * -1.0
-
-    def __sub__(self, other: "RayBank") -> "RayBank":
-        return self + (-other)
-
-    def cpu(self) -> torch.Tensor:
-        return self.trainer.gather(self)
-
 
 class RayTrainer(Trainer):
     """The clients' local training and gossip on Ray actors (see the module docstring)."""
-
-    owns_bank = True
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.n = self.data.n
         self.restarts = 0
-        self.engine = EngineConfig(backend="ray")
-        self.eval_sets: Optional[tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]] = None
+        self.engine = self.settings.engine
         self.actors: list[Any] = []
         self.blocks: list[tuple[int, int]] = []
         self._live: Counter[str] = Counter()
@@ -121,16 +88,11 @@ class RayTrainer(Trainer):
         self._finalizer: Optional[weakref.finalize] = None
         self._restarted: set[int] = set()  # indices of actors that died and were restarted
 
-    # ------------------------------------------------------------------ Simulation hooks
-    def adopt(self, bank: torch.Tensor, sim: Any) -> RayBank:
-        """Take over the bank (rows go to the actors when they start) and the run's settings."""
-        self.engine = sim.cfg.engine
-        if sim.algo.centralized:  # server averaging: the driver keeps the bank, the actors train
-            return bank
-        if not sim.pooled:
-            parts = [sim.local_idx[i][sim.local_mask[i]].cpu() for i in range(len(sim.local_idx))]
-            self.eval_sets = (sim.local_x.cpu(), sim.local_y.cpu(), parts)
-        return self._scatter(bank)
+    # ------------------------------------------------------------------ the bank's place
+    def place(self, bank: torch.Tensor) -> Any:
+        """The actors' handle of the rows (they go to the actors when these start); the tensor
+        itself when the driver's algorithm reads the rows (server averaging: the actors only train)."""
+        return self._scatter(bank) if self.settings.engine_rows else bank
 
     def metrics(self) -> dict[str, Any]:
         return {"actor_restarts": self.restarts}
@@ -206,8 +168,15 @@ class RayTrainer(Trainer):
                 "layout": self.layout, "optimizer": self.optimizer, "hparams": self.hparams, "local": self.local,
                 "chunk_size": self.chunk_size, "seed": d.seed, "batch_size": d.batch_size, "augment": d.augment,
                 "num_classes": d.num_classes, "x": d.x.cpu(), "y": d.y.cpu(), "train_parts": parts,
-                "eval": self.eval_sets, "device": self.engine.device,
+                "eval": self._eval_spec(), "device": self.engine.device,
                 "threads": self.engine.threads or max(1, math.ceil(cpus))}
+
+    def _eval_spec(self) -> Optional[tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]]:
+        """The local test sets the actors evaluate their rows on (None: the driver evaluates)."""
+        ev = self.settings.evaluation
+        if ev is None or not self.settings.engine_rows:
+            return None
+        return ev.x.cpu(), ev.y.cpu(), ev.parts()
 
     def _op(self, fn: str | Callable[..., Any], *args: Any, mutating: bool = True) -> Any:
         """Run fn(*args) (remote calls + ray.get; fn a method name when mutating, for the replay log);
@@ -267,7 +236,7 @@ class RayTrainer(Trainer):
         out = self._new_name()
         losses = self._op("_train", out, handle.terms, active, steps, lr, round_, correction)
         result = RayBank(self, ((out, 1.0),))
-        return (result if isinstance(bank, RayBank) else result.cpu().to(bank.device)), losses
+        return (result if isinstance(bank, RayBank) else self.gather(result).to(bank.device)), losses
 
     def _train(self, out, terms, active, steps, lr, round_, correction) -> np.ndarray:
         corr = correction and type(correction)(correction.grad_scale, correction.direction.cpu())
@@ -275,7 +244,7 @@ class RayTrainer(Trainer):
         return np.concatenate(ray.get(refs))
 
     def mix(self, X: Any, W: Any, steps: int = 1) -> RayBank:
-        """W^steps X between the actors (the algorithms' RoundContext.mixer)."""
+        """W^steps X between the actors (the algorithms' RoundContext.mix)."""
         handle = X if isinstance(X, RayBank) else self._scatter(X)
         if not self.actors:
             self._start()
@@ -305,8 +274,26 @@ class RayTrainer(Trainer):
             pubs = calls
         ray.get([p[0] for p in pubs])
 
-    def summary(self, bank: RayBank) -> tuple[torch.Tensor, np.ndarray, float]:
+    def combine(self, terms: list[tuple[float, Any]]) -> RayBank:
+        """sum_k c_k X_k as one handle: no rows move (the actors add the slots when they read it)."""
+        coefs: dict[str, float] = {}
+        for c, X in terms:
+            for name, v in X.terms:
+                coefs[name] = coefs.get(name, 0.0) + c * v
+        return RayBank(self, tuple((k, v) for k, v in coefs.items() if v != 0.0) or terms[0][1].terms[:1])
+
+    def copy(self, X: Any) -> Any:
+        """Slots are immutable: a handle is its own copy."""
+        return RayBank(self, X.terms) if isinstance(X, RayBank) else super().copy(X)
+
+    def finite(self, bank: Any) -> np.ndarray:
+        """The actors report a non-finite row as a nan loss (``ClientBlock.train``)."""
+        return np.ones(self.n, dtype=bool) if isinstance(bank, RayBank) else super().finite(bank)
+
+    def summary(self, bank: Any) -> tuple[torch.Tensor, np.ndarray, float]:
         """(x_bar, local accuracies, consensus distance), reduced from the actors in float64."""
+        if not isinstance(bank, RayBank):
+            return super().summary(bank)
         chunk = self.chunk_size or 64
         parts = self._op(lambda: ray.get([a.summary.remote(bank.terms, chunk) for a in self.actors]),
                          mutating=False)
@@ -316,7 +303,9 @@ class RayTrainer(Trainer):
         local = np.concatenate([p[2] for p in parts])
         return mean.float().to(self.device), local, consensus
 
-    def gather(self, bank: RayBank) -> torch.Tensor:
+    def gather(self, bank: Any) -> torch.Tensor:
+        if not isinstance(bank, RayBank):
+            return super().gather(bank)
         rows = self._op(lambda: ray.get([a.gather.remote(bank.terms) for a in self.actors]), mutating=False)
         return torch.cat(rows)
 
@@ -326,15 +315,19 @@ class RayTrainer(Trainer):
         rows = np.asarray(rows, dtype=np.int64)
         return [rows[(rows >= lo) & (rows < hi)] - lo for lo, hi in self.blocks]
 
-    def take(self, bank: RayBank, rows: list[int]) -> dict[int, torch.Tensor]:
+    def take(self, bank: Any, rows: list[int]) -> dict[int, torch.Tensor]:
         """{global index: row} of some rows of a bank; only those rows travel to the driver."""
+        if not isinstance(bank, RayBank):
+            return super().take(bank, rows)
         parts = self._split(np.array(sorted(rows), dtype=np.int64))
         got = self._op(lambda: ray.get([a.take.remote(bank.terms, p) for a, p in zip(self.actors, parts)]),
                        mutating=False)
         return {lo + int(i): r for (lo, _), p, rs in zip(self.blocks, parts, got) for i, r in zip(p, rs)}
 
-    def patched(self, bank: RayBank, new_rows: dict[int, torch.Tensor]) -> RayBank:
+    def patched(self, bank: Any, new_rows: dict[int, torch.Tensor]) -> Any:
         """A new bank: ``bank`` with the given global rows replaced."""
+        if not isinstance(bank, RayBank):
+            return super().patched(bank, new_rows)
         out = self._new_name()
         idx = np.array(sorted(new_rows), dtype=np.int64)
         vals = torch.stack([new_rows[int(i)].cpu() for i in idx]) if len(idx) else torch.zeros(0)

@@ -30,56 +30,39 @@ the others. Rows record `rejoined_nodes` (cumulative).
 """
 from __future__ import annotations
 
-
-import networkx as nx
 import numpy as np
 import torch
 from flwr.app import ConfigRecord, Message, RecordDict
 
-import topologies
-
 from ..algorithms import ALGORITHMS, RoundContext
-from ..algorithms.base import Gossip
-from ..algorithms.dpsgd import DPSGD
 from ..errors import ConfigError, DflError
+from ..gossip import RoundGraph
+from ..metrics import round_row
 from ..rng import participation
-from ..simulation import Simulation
 from . import records as R
 from .output import Recorder
 from .federation import wait_for_nodes
 from .tolerant import TolerantGrid
 
-#: Gossip algorithms the relay supports: mix the trained models, or (D-PSGD) the pre-step ones.
-MIXES = {Gossip.aggregate: False, DPSGD.aggregate: True}
-
 
 def mix_before(name: str) -> bool:
-    """True when `name` gossips pre-step models (D-PSGD); ConfigError if the relay can't run it."""
-    agg = ALGORITHMS[name].aggregate
-    if agg not in MIXES:
+    """True when `name` gossips the start-of-round models (D-PSGD), False when the trained ones,
+    as the algorithm declares (Algorithm.mixes); ConfigError if it does not gossip."""
+    mixes = ALGORITHMS[name].mixes
+    if mixes is None:
         raise ConfigError(f"algorithm.name: {name!r} aggregates in a way the Flower gossip relay does not "
                           "implement; use `dfl run`")
-    return MIXES[agg]
-
-
-def without_nodes(G: nx.Graph, lost: frozenset[int]) -> nx.Graph:
-    """G with every edge of the `lost` nodes removed (all nodes kept: a lost node is isolated)."""
-    if not lost:
-        return G
-    H = nx.Graph()
-    H.add_nodes_from(G.nodes())
-    H.add_edges_from((a, b) for a, b in G.edges() if a not in lost and b not in lost)
-    return H
+    return mixes == "before"
 
 
 class Relay:
     """The gossip protocol's server side: node ids <-> client ids, and the round loop."""
 
-    def __init__(self, grid: TolerantGrid, sim: Simulation, rec: Recorder, timeout: float):
-        self.grid, self.sim, self.rec, self.timeout = grid, sim, rec, timeout
-        self.n = sim.cfg.data.num_clients
-        self.mix_before = mix_before(sim.cfg.algorithm.name)
-        self._W: dict[tuple[int, frozenset[int]], tuple[np.ndarray, np.ndarray, float]] = {}
+    def __init__(self, grid: TolerantGrid, rec: Recorder, timeout: float):
+        self.grid, self.rec, self.timeout = grid, rec, timeout
+        self.parts = rec.parts
+        self.n = self.parts.cfg.data.num_clients
+        self.mix_before = mix_before(self.parts.cfg.algorithm.name)
 
     def _msg(self, node: int, kind: str, content: RecordDict) -> Message:
         if R.CONFIG in content.config_records:  # every node builds its Config with this client count
@@ -87,7 +70,7 @@ class Relay:
         return Message(content=content, dst_node_id=node, message_type=kind)
 
     def _setup_content(self, row: torch.Tensor) -> RecordDict:
-        return RecordDict({R.ARRAYS: R.to_record(self.sim.layout, row), R.CONFIG: ConfigRecord({})})
+        return RecordDict({R.ARRAYS: R.to_record(self.parts.layout, row), R.CONFIG: ConfigRecord({})})
 
     def setup(self) -> None:
         """Send every node the initial model; learn which client each node is.
@@ -97,7 +80,8 @@ class Relay:
         """
         ids = wait_for_nodes(self.grid, self.n, self.timeout, self.grid.min_nodes)
         self.grid.start(ids)
-        replies = self.grid.send_and_receive([self._msg(i, "query.setup", self._setup_content(self.sim.bank[0]))
+        start = self.parts.initial_bank()
+        replies = self.grid.send_and_receive([self._msg(i, "query.setup", self._setup_content(start[0]))
                                               for i in ids], timeout=self.timeout)
         self.node = {int(m.content[R.METRICS]["client_id"]): m.metadata.src_node_id for m in replies}
         if len(self.node) < len(replies) or not set(self.node) <= set(range(self.n)):
@@ -106,7 +90,7 @@ class Relay:
                            "once (check every node's --node-config partition-id)")
         self._account_missing(sorted(set(range(self.n)) - set(self.node)))
         self.client = {v: k for k, v in self.node.items()}
-        self.models = self.sim.bank.clone()
+        self.models = start
 
     def _account_missing(self, missing: list[int]) -> None:
         """Record clients without a node after setup: nodes that failed the setup (their client id
@@ -124,7 +108,7 @@ class Relay:
         joins = self.grid.admit(self.timeout, {"num-clients": self.n})
         if not joins:
             return
-        live, G = self.alive, self.sim.graphs.graph(t)
+        live, G = self.alive, self.parts.graphs.graph(t)
         live[[r.client for r in joins]] = False  # a joiner's own (stale) model is no one's source
         msgs = []
         for r in joins:
@@ -140,20 +124,10 @@ class Relay:
         """(n,) bool: clients whose node is still in the run."""
         return np.array([c in self.node and self.node[c] not in self.grid.lost for c in range(self.n)])
 
-    def mixing(self, t: int) -> tuple[np.ndarray, np.ndarray, float]:
-        """(W_t, degrees, spectral gap) from topologies/ on G_t minus the lost nodes' edges, cached
-        for static graphs; the gap is that of the survivors' block of W."""
-        cfg = self.sim.cfg
-        alive = self.alive
-        lost = frozenset(int(c) for c in np.flatnonzero(~alive))
-        key = (t if topologies.is_time_varying(cfg.topology.name) else 0, lost)
-        if key not in self._W:
-            G = without_nodes(self.sim.graphs.graph(t), lost)
-            W = topologies.mixing_matrix(G, rule=cfg.topology.mixing, **cfg.topology.mixing_params)
-            deg = np.array([d for _, d in sorted(G.degree())], dtype=np.float64)
-            keep = np.flatnonzero(alive)
-            self._W = {key: (W, deg, topologies.spectral_gap(W[np.ix_(keep, keep)]) if len(keep) else 0.0)}
-        return self._W[key]
+    def mixing(self, t: int) -> RoundGraph:
+        """W_t on G_t minus the lost nodes' edges (the run's one W cache); the gap is that of the
+        survivors' block of W."""
+        return self.parts.mixing(t, frozenset(int(c) for c in np.flatnonzero(~self.alive)))
 
     def train(self, t: int, active: np.ndarray) -> tuple[torch.Tensor, list[float]]:
         """Active nodes train; returns the vectors z to gossip and the training losses."""
@@ -163,7 +137,7 @@ class Relay:
         z = self.models.clone()
         losses = []
         for m in self.grid.send_and_receive(msgs, timeout=self.timeout):
-            z[self.client[m.metadata.src_node_id]] = R.from_record(self.sim.layout, m.content[R.ARRAYS])
+            z[self.client[m.metadata.src_node_id]] = R.from_record(self.parts.layout, m.content[R.ARRAYS])
             losses.append(float(m.content[R.METRICS]["train_loss"]))
         return z, losses
 
@@ -173,10 +147,10 @@ class Relay:
         W is looked up before every step: a node lost in step q is out of the graph from step q+1.
         With `evaluate`, the last step's replies carry each node's local accuracy (saves a round trip).
         """
-        q_steps = self.sim.cfg.algorithm.gossip_steps
+        q_steps = self.parts.cfg.algorithm.gossip_steps
         for q in range(q_steps):
-            W = self.mixing(t)[0]
-            recs = [R.to_record(self.sim.layout, z[j]) for j in range(self.n)]
+            W = self.mixing(t).W
+            recs = [R.to_record(self.parts.layout, z[j]) for j in range(self.n)]
             msgs = []
             for i in np.flatnonzero(self.alive):
                 nbrs = [j for j in np.flatnonzero(W[i]) if j != i]
@@ -188,35 +162,34 @@ class Relay:
                 msgs.append(self._msg(self.node[i], "query.mix", content))
             z, accs = z.clone(), []
             for m in self.grid.send_and_receive(msgs, timeout=self.timeout):
-                z[self.client[m.metadata.src_node_id]] = R.from_record(self.sim.layout, m.content[R.ARRAYS])
+                z[self.client[m.metadata.src_node_id]] = R.from_record(self.parts.layout, m.content[R.ARRAYS])
                 accs.append(float(m.content[R.METRICS].get("local_acc", float("nan"))))
         return z, accs
 
     def run(self) -> None:
-        sim, cfg = self.sim, self.sim.cfg
+        p, rec = self.parts, self.rec
+        cfg = p.cfg
         self.setup()
         for t in range(cfg.rounds):
             self.grid.round = t + 1
             self.rejoin(t)
             active = participation(cfg.seed, t, self.n, cfg.algorithm.participation)
             z, losses = self.train(t, active)
-            evaluate = self.rec.is_eval_round(t + 1)
+            evaluate = rec.is_eval_round(t + 1)
             self.models, accs = self.gossip(t, z, evaluate)
-            _, deg, gap = self.mixing(t)
-            alive = self.alive
-            ctx = RoundContext(round=t, active=torch.as_tensor(active & alive), W=None, degrees=deg,
-                               gossip_steps=cfg.algorithm.gossip_steps, lr=sim.schedule(t),
-                               local_steps=int(sim.steps.max()))
-            sim.comm_mb += sim.algo.comm_mb(ctx, sim.model_bytes)
+            rg, alive = self.mixing(t), self.alive
+            ctx = RoundContext(round=t, active=torch.as_tensor(active & alive), W=None, degrees=rg.degrees,
+                               gossip_steps=cfg.algorithm.gossip_steps, lr=p.schedule(t),
+                               local_steps=int(p.steps.max()))
+            rec.comm_mb += p.algo.comm_mb(ctx, p.model_bytes)
             if evaluate:
-                self.rec.local(accs)
-                q = cfg.algorithm.gossip_steps
-                self.rec.write(t + 1, self.models[torch.as_tensor(alive)], {
-                    "train_loss": float(np.nanmean(losses)) if losses else float("nan"),
-                    "spectral_gap": gap, "effective_gap": 1.0 - (1.0 - gap) ** q, "comm_mb": sim.comm_mb,
-                    "active_clients": len(losses), "lr": ctx.lr, "live_edges": int(deg.sum()) // 2,
-                    "lost_nodes": len(self.grid.losses), "rejoined_nodes": len(self.grid.rejoins)})
+                rec.local(accs)
+                rec.write(t + 1, self.models[torch.as_tensor(alive)], round_row(
+                    train_loss=float(np.nanmean(losses)) if losses else float("nan"), gap=rg.gap,
+                    gossip_steps=ctx.gossip_steps, comm_mb=rec.comm_mb, active_clients=len(losses), lr=ctx.lr,
+                    live_edges=int(rg.degrees.sum()) // 2, lost_nodes=len(self.grid.losses),
+                    rejoined_nodes=len(self.grid.rejoins)))
 
 
-def run_gossip(grid: TolerantGrid, sim: Simulation, rec: Recorder, timeout: float) -> None:
-    Relay(grid, sim, rec, timeout).run()
+def run_gossip(grid: TolerantGrid, rec: Recorder, timeout: float) -> None:
+    Relay(grid, rec, timeout).run()

@@ -1,8 +1,8 @@
 """The ServerApp: one dfl experiment on a Flower Grid (simulation or real SuperNodes).
 
-Reads the dfl Config from the run config (dfl.flower.settings), builds a dfl Simulation for the
-wiring only (model and its initialisation, parameter layout, graphs, schedule, algorithm hooks,
-global test set; it never trains), then runs
+Reads the dfl Config from the run config (dfl.flower.settings), builds the run's parts
+(dfl.simulation.build: model and its initialisation, parameter layout, graphs and W_t, schedule,
+algorithm hooks, global test set; the server never trains), then runs
 
     centralized algorithms (fedavg, fedsam, mofedsam)   Flower's FedAvg / FedAvgM strategy
     decentralized algorithms (dfedavg, dfedsam, ...)    the gossip relay (dfl.flower.gossip)
@@ -22,10 +22,9 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
 from ..errors import USER_ERRORS
-
-from ..simulation import Simulation
+from ..simulation import build
 from .gossip import run_gossip
-from .output import Recorder, finish, open_run
+from .output import Recorder, open_run
 from .federation import fit_config
 from .strategy import run_centralized
 from .tolerant import TolerantGrid, min_nodes
@@ -52,19 +51,18 @@ def run(grid: Grid, context: Context) -> None:
     cfg, simulated = fit_config(context.run_config, grid)
     if cfg.engine.threads:
         torch.set_num_threads(cfg.engine.threads)
-    sim = Simulation(cfg.replace(**{"engine.backend": "serial"}))
+    parts = build(cfg)
     tolerant = TolerantGrid(grid, min_nodes(context.run_config, cfg.data.num_clients),
                             num_clients=cfg.data.num_clients)
-    writer = open_run(cfg, dict(context.run_config))
-    rec = Recorder(sim, writer)
+    rec = Recorder(parts, open_run(cfg, dict(context.run_config)))
     timeout = float(context.run_config.get("timeout", 600))
-    if sim.algo.centralized:
-        run_centralized(tolerant, sim, rec, timeout)
+    if parts.algo.centralized:
+        run_centralized(tolerant, rec, timeout)
         kind = "FedAvgM" if cfg.algorithm.server_lr != 1.0 else "FedAvg"
     else:
-        run_gossip(tolerant, sim, rec, timeout)
+        run_gossip(tolerant, rec, timeout)
         kind = "gossip relay"
-    finish(sim, writer, {"flower_server": kind, "nodes": cfg.data.num_clients, "num_clients": cfg.data.num_clients,
-                         "flower_runtime": "simulation" if simulated else "deployment",
-                         "min_nodes": tolerant.min_nodes, "lost_nodes": tolerant.summary(),
-                         "rejoined_nodes": tolerant.rejoin_summary()})
+    rec.finish({"flower_server": kind, "nodes": cfg.data.num_clients, "num_clients": cfg.data.num_clients,
+                "flower_runtime": "simulation" if simulated else "deployment",
+                "min_nodes": tolerant.min_nodes, "lost_nodes": tolerant.summary(),
+                "rejoined_nodes": tolerant.rejoin_summary()})

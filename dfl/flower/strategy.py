@@ -37,8 +37,8 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, FedAvgM
 
 from ..algorithms import RoundContext
-from ..metrics import consensus_distance
-from ..simulation import Simulation
+from ..metrics import consensus_distance, local_accuracy, round_row
+from ..simulation import Parts
 from . import records as R
 from .output import Recorder
 from .federation import wait_for_nodes
@@ -48,13 +48,13 @@ from .tolerant import TolerantGrid
 class AlgorithmHooks:
     """Mixin over a Flower strategy: sends dfl's per-round Correction (MoFedSAM) to the clients."""
 
-    sim: Simulation
+    parts: Parts
 
     def _context(self, t: int) -> RoundContext:
-        sim = self.sim
-        n = sim.cfg.data.num_clients
+        p = self.parts
+        n = p.cfg.data.num_clients
         return RoundContext(round=t, active=torch.ones(n, dtype=torch.bool), W=None, degrees=np.zeros(n),
-                            gossip_steps=1, lr=sim.schedule(t), local_steps=int(sim.steps.max()))
+                            gossip_steps=1, lr=p.schedule(t), local_steps=int(p.steps.max()))
 
     def _fit_to(self, grid: Grid) -> None:
         """Lower the sampler's minimum node counts to the nodes still in the run."""
@@ -77,15 +77,15 @@ class AlgorithmHooks:
             grid.admit(self.timeout, {"num-clients": self.n_nodes})  # type: ignore[attr-defined]
         self._fit_to(grid)
         messages = list(super().configure_train(server_round, arrays, config, grid))  # type: ignore[misc]
-        row = R.from_record(self.sim.layout, arrays).to(self.sim.device)
+        p = self.parts
+        row = R.from_record(p.layout, arrays).to(p.device)
         prev = getattr(self, "_prev_row", None)
         if prev is not None:  # the mean client update of round t-1 (0-based), before the server lr
-            self.sim.algo.on_update((row - prev) / self.sim.cfg.algorithm.server_lr,
-                                    self._context(server_round - 2))
+            p.algo.on_update((row - prev) / p.cfg.algorithm.server_lr, self._context(server_round - 2))
         self._prev_row = row
-        correction = self.sim.algo.correction(self._context(server_round - 1))
+        correction = p.algo.correction(self._context(server_round - 1))
         if correction is not None:
-            direction = R.to_record(self.sim.layout, correction.direction)
+            direction = R.to_record(p.layout, correction.direction)
             for m in messages:
                 m.content[R.CORRECTION] = direction
                 m.content[R.CONFIG]["correction-grad-scale"] = float(correction.grad_scale)
@@ -100,9 +100,9 @@ class DflFedAvgM(AlgorithmHooks, FedAvgM):
     """Flower's FedAvgM (server_learning_rate = algorithm.server_lr, no momentum) with dfl's hooks."""
 
 
-def make_strategy(sim: Simulation, rec: Recorder) -> Any:
+def make_strategy(rec: Recorder) -> Any:
     """Flower's FedAvg (or FedAvgM when algorithm.server_lr != 1) with dfl's hooks mixed in."""
-    cfg = sim.cfg
+    cfg = rec.parts.cfg
     n = cfg.data.num_clients
     cls, extra = DflFedAvg, {}
     if cfg.algorithm.server_lr != 1.0:
@@ -113,14 +113,14 @@ def make_strategy(sim: Simulation, rec: Recorder) -> Any:
                    arrayrecord_key=R.ARRAYS, configrecord_key=R.CONFIG,
                    train_metrics_aggr_fn=lambda c, k: _train_metrics(rec, c),
                    evaluate_metrics_aggr_fn=lambda c, k: _evaluate_metrics(rec, c), **extra)
-    strategy.sim, strategy.n_nodes, strategy.n_train = sim, n, max(1, int(round(cfg.algorithm.participation * n)))
+    strategy.parts, strategy.n_nodes, strategy.n_train = rec.parts, n, max(1, int(round(cfg.algorithm.participation * n)))
     return strategy
 
 
 def _train_metrics(rec: Recorder, contents: list[RecordDict]) -> MetricRecord:
     """Mean train loss of the round's clients, and their drift before aggregation."""
     losses = [float(c[R.METRICS]["train_loss"]) for c in contents]
-    rows = torch.stack([R.from_record(rec.sim.layout, c[R.ARRAYS]) for c in contents])
+    rows = torch.stack([R.from_record(rec.parts.layout, c[R.ARRAYS]) for c in contents])
     out = {"train_loss": float(np.nanmean(losses)), "drift": consensus_distance(rows),
            "active_clients": len(contents)}
     rec.round_extra.update(out)
@@ -130,32 +130,36 @@ def _train_metrics(rec: Recorder, contents: list[RecordDict]) -> MetricRecord:
 def _evaluate_metrics(rec: Recorder, contents: list[RecordDict]) -> MetricRecord:
     accs = [float(c[R.METRICS]["local_acc"]) for c in contents]
     rec.local(accs)
-    return MetricRecord({k: rec.round_extra[k] for k in ("local_test_acc", "local_test_acc_std")})
+    return MetricRecord(local_accuracy(accs))
 
 
-def run_centralized(grid: TolerantGrid, sim: Simulation, rec: Recorder, timeout: float) -> None:
+def run_centralized(grid: TolerantGrid, rec: Recorder, timeout: float) -> None:
     """Run cfg.rounds rounds of the strategy; the evaluate_fn writes every evaluated round."""
-    strategy = make_strategy(sim, rec)
+    p = rec.parts
+    n = p.cfg.data.num_clients
+    strategy = make_strategy(rec)
     strategy.timeout = timeout
-    grid.start(wait_for_nodes(grid, sim.cfg.data.num_clients, timeout, grid.min_nodes))
+    grid.start(wait_for_nodes(grid, n, timeout, grid.min_nodes))
 
     def evaluate_fn(server_round: int, arrays: ArrayRecord) -> Optional[MetricRecord]:
         if server_round == 0:
             return None
-        t = server_round - 1
-        active = int(rec.round_extra.get("active_clients", 0))
-        ctx = strategy._context(t)
-        ctx.active = torch.arange(sim.cfg.data.num_clients) < active
-        sim.comm_mb += sim.algo.comm_mb(ctx, sim.model_bytes)
+        train = rec.round_extra
+        active = int(train.get("active_clients", 0))
+        ctx = strategy._context(server_round - 1)
+        ctx.active = torch.arange(n) < active
+        rec.comm_mb += p.algo.comm_mb(ctx, p.model_bytes)
         if not rec.is_eval_round(server_round):
             rec.round_extra = {}
             return None
-        row = R.from_record(sim.layout, arrays)
-        extra = {"spectral_gap": 1.0, "effective_gap": 1.0, "comm_mb": sim.comm_mb, "lr": ctx.lr,
-                 "lost_nodes": len(grid.losses), "rejoined_nodes": len(grid.rejoins)}
-        out = rec.write(server_round, row.expand(sim.cfg.data.num_clients, -1), extra)
+        row = R.from_record(p.layout, arrays)
+        training = round_row(train_loss=train.get("train_loss", float("nan")), gap=1.0, gossip_steps=1,
+                             comm_mb=rec.comm_mb, active_clients=active, lr=ctx.lr,
+                             **({"drift": train["drift"]} if "drift" in train else {}),
+                             lost_nodes=len(grid.losses), rejoined_nodes=len(grid.rejoins))
+        out = rec.write(server_round, row.expand(n, -1), training)
         return MetricRecord({k: float(v) for k, v in out.items() if isinstance(v, (int, float))})
 
-    n = ConfigRecord({"num-clients": sim.cfg.data.num_clients})  # every node builds its Config with it
-    strategy.start(grid, R.to_record(sim.layout, sim.bank[0]), num_rounds=sim.cfg.rounds, timeout=timeout,
-                   train_config=n, evaluate_config=ConfigRecord(dict(n)), evaluate_fn=evaluate_fn)
+    config = ConfigRecord({"num-clients": n})  # every node builds its Config with it
+    strategy.start(grid, R.to_record(p.layout, p.initial_row()), num_rounds=p.cfg.rounds, timeout=timeout,
+                   train_config=config, evaluate_config=ConfigRecord(dict(config)), evaluate_fn=evaluate_fn)
