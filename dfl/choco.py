@@ -39,17 +39,32 @@ from .gossip import Operator, mix
 MODES = ("choco", "naive")
 
 
+def consensus(X: torch.Tensor, mixed: torch.Tensor, own: torch.Tensor, gamma: float) -> torch.Tensor:
+    """X + gamma (mixed - own): the step of both modes, for the whole bank or one Flower node.
+
+    mixed = W X_hat, own = X_hat (choco) or W C(X), C(X) (naive); for one node i, mixed is
+    sum_j W_ij x_hat_j over its row (W_ii included) and own its x_hat_i. `mixed` is overwritten.
+    """
+    return mixed.sub_(own).mul_(gamma).add_(X)
+
+
 def choco_step(X: torch.Tensor, X_hat: torch.Tensor, W: Operator, gamma: float,
                compress: Compressor, key: Key) -> tuple[torch.Tensor, torch.Tensor]:
     """One Choco-Gossip step on (n, d) rows; returns (X, X_hat)."""
     X_hat = X_hat + compress(X - X_hat, key)
-    return mix(X_hat, W).sub_(X_hat).mul_(gamma).add_(X), X_hat   # X + gamma (W X_hat - X_hat)
+    return consensus(X, mix(X_hat, W), X_hat, gamma), X_hat
 
 
 def naive_step(X: torch.Tensor, W: Operator, gamma: float, compress: Compressor, key: Key) -> torch.Tensor:
     """One step of the plain compressed average X <- X + gamma (W C(X) - C(X)) (no memory)."""
     Q = compress(X, key)
-    return mix(Q, W).sub_(Q).mul_(gamma).add_(X)
+    return consensus(X, mix(Q, W), Q, gamma)
+
+
+def compressor(cfg: Config) -> Compressor:
+    """The message format of algorithm.compression / compression_ratio / levels."""
+    a = cfg.algorithm
+    return Compressor(a.compression, a.compression_ratio, a.levels)
 
 
 class CompressedGossip:
@@ -110,5 +125,4 @@ def from_config(cfg: Config) -> Optional[CompressedGossip]:
         raise ConfigError(f"engine.backend: compressed gossip (algorithm.compression = {a.compression!r}) runs on "
                           "the vectorized and serial engines; the Ray engine mixes actor-held rows linearly and "
                           "cannot compress them (use engine.backend = 'vectorized')")
-    return CompressedGossip(Compressor(a.compression, a.compression_ratio, a.levels), a.consensus_step,
-                            a.compressed_gossip, cfg.seed)
+    return CompressedGossip(compressor(cfg), a.consensus_step, a.compressed_gossip, cfg.seed)

@@ -117,13 +117,13 @@ class Relay:
         for c in missing[len(failed):]:
             self.grid.mark_lost(-1 - c, "no SuperNode of this client was connected", client=c)
 
-    def rejoin(self, t: int) -> None:
+    def rejoin(self, t: int) -> list[int]:
         """Nodes admitted by the grid take their client's place in round t: each gets the mean of
         its live neighbours' models on G_t (of all live models if none is live) and fresh
-        optimizer state; W is rebuilt with it from this round on."""
+        optimizer state; W is rebuilt with it from this round on. Returns their clients."""
         joins = self.grid.admit(self.timeout, {"num-clients": self.n})
         if not joins:
-            return
+            return []
         live, G = self.alive, self.sim.graphs.graph(t)
         live[[r.client for r in joins]] = False  # a joiner's own (stale) model is no one's source
         msgs = []
@@ -134,6 +134,7 @@ class Relay:
                 self.models[r.client] = self.models[nbrs].mean(0)
             msgs.append(self._msg(r.node, "query.setup", self._setup_content(self.models[r.client])))
         self.grid.send_and_receive(msgs, timeout=self.timeout)
+        return [r.client for r in joins]
 
     @property
     def alive(self) -> np.ndarray:
@@ -172,8 +173,10 @@ class Relay:
 
         W is looked up before every step: a node lost in step q is out of the graph from step q+1.
         With `evaluate`, the last step's replies carry each node's local accuracy (saves a round trip).
+        self.relayed: the bytes of the models relayed to the nodes this round (what comm_mb counts).
         """
         q_steps = self.sim.cfg.algorithm.gossip_steps
+        self.relayed = 0
         for q in range(q_steps):
             W = self.mixing(t)[0]
             recs = [R.to_record(self.sim.layout, z[j]) for j in range(self.n)]
@@ -181,10 +184,8 @@ class Relay:
             for i in np.flatnonzero(self.alive):
                 nbrs = [j for j in np.flatnonzero(W[i]) if j != i]
                 content = RecordDict({f"nbr-{j}": recs[j] for j in nbrs})
-                content[R.CONFIG] = ConfigRecord({
-                    "round": t, "self-weight": float(W[i, i]), "neighbours": [int(j) for j in nbrs] or [-1],
-                    "weights": [float(W[i, j]) for j in nbrs] or [0.0], "last": q == q_steps - 1,
-                    "evaluate": evaluate})
+                self.relayed += sum(R.nbytes(recs[j]) for j in nbrs)
+                content[R.CONFIG] = mix_config(W, i, nbrs, t, q, q == q_steps - 1, evaluate)
                 msgs.append(self._msg(self.node[i], "query.mix", content))
             z, accs = z.clone(), []
             for m in self.grid.send_and_receive(msgs, timeout=self.timeout):
@@ -207,7 +208,7 @@ class Relay:
             ctx = RoundContext(round=t, active=torch.as_tensor(active & alive), W=None, degrees=deg,
                                gossip_steps=cfg.algorithm.gossip_steps, lr=sim.schedule(t),
                                local_steps=int(sim.steps.max()))
-            sim.comm_mb += sim.algo.comm_mb(ctx, sim.model_bytes)
+            sim.comm_mb += self.relayed / 1e6
             if evaluate:
                 self.rec.local(accs)
                 q = cfg.algorithm.gossip_steps
@@ -218,5 +219,16 @@ class Relay:
                     "lost_nodes": len(self.grid.losses), "rejoined_nodes": len(self.grid.rejoins)})
 
 
+def mix_config(W: np.ndarray, i: int, nbrs: list[int], t: int, q: int, last: bool, evaluate: bool) -> ConfigRecord:
+    """The config of node i's query.mix in step q of round t: its row of W (neighbours listed;
+    ConfigRecord lists are never empty: [-1] / [0.0] for an isolated node)."""
+    return ConfigRecord({"round": t, "step": q, "self-weight": float(W[i, i]),
+                         "neighbours": [int(j) for j in nbrs] or [-1], "weights": [float(W[i, j]) for j in nbrs] or [0.0],
+                         "last": last, "evaluate": evaluate})
+
+
 def run_gossip(grid: TolerantGrid, sim: Simulation, rec: Recorder, timeout: float) -> None:
-    Relay(grid, sim, rec, timeout).run()
+    from .choco_relay import CompressedRelay  # it extends Relay
+
+    relay = Relay if sim.cfg.algorithm.compression == "none" else CompressedRelay
+    relay(grid, sim, rec, timeout).run()
