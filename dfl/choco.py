@@ -22,7 +22,8 @@ which keeps the mean but stalls: whatever C drops is never averaged.
 x_hat starts at the common initial model (every client knows it: same seed; the paper's 0 would
 make the first messages compress whole models) and is independent of the graph, so a
 time-varying W_t needs nothing more. The simulation stores x_hat once per client (n, d): all
-neighbours of i hold the same copy.
+neighbours of i hold the same copy. Flower's nodes hold their copies apart and run the same
+step, `consensus`, on their own row (dfl.flower.choco_node).
 """
 from __future__ import annotations
 

@@ -33,12 +33,15 @@ from .gossip import Relay, mix_config
 class CompressedRelay(Relay):
     """The gossip relay with compressed messages (Choco-Gossip or the naive average)."""
 
-    def setup(self) -> None:
-        super().setup()
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
         self.compress = choco.compressor(self.sim.cfg)
         choco_mode = self.sim.cfg.algorithm.compressed_gossip == "choco"
+        #: every node's public copy x_hat (choco; None: naive), as dfl.choco keeps it
         self.x_hat = self.sim.bank.clone() if choco_mode else None
+        #: client -> the clients whose copies that node holds up to date
         self.held = {c: set(range(self.n)) for c in range(self.n)}
+        #: client -> its message of the current gossip step
         self.messages: dict[int, ArrayRecord] = {}
 
     def rejoin(self, t: int) -> list[int]:

@@ -202,7 +202,8 @@ def _mix_state(context: Context, t: int) -> tuple[ArrayRecord, ArrayRecord | Non
 
 @app.query("mix")
 def mix(msg: Message, context: Context) -> Message:
-    """One gossip step z_i <- W_ii z_i + sum_j W_ij z_j; after the last, x_i = z_i + update."""
+    """One gossip step z_i <- W_ii z_i + sum_j W_ij z_j (compressed: dfl.flower.choco_node's);
+    after the last, x_i = z_i + update."""
     conf = R.config_of(msg.content)
     z_rec, delta = _mix_state(context, int(conf["round"]))
     cfg = _config(msg, context)

@@ -79,6 +79,7 @@ class Relay:
         self.grid, self.sim, self.rec, self.timeout = grid, sim, rec, timeout
         self.n = sim.cfg.data.num_clients
         self.mix_before = mix_before(sim.cfg.algorithm.name)
+        self.relayed = 0  # bytes relayed to the nodes in the current round's gossip (comm_mb)
         self._W: dict[tuple[int, frozenset[int]], tuple[np.ndarray, np.ndarray, float]] = {}
 
     def _msg(self, node: int, kind: str, content: RecordDict) -> Message:
