@@ -50,8 +50,8 @@ def mix(cfg: Config, state: RecordDict, content: RecordDict, conf: dict, z: torc
     def decoded(rec: ArrayRecord) -> torch.Tensor:
         return compress.decode_wire(R.unpayload(rec), d)[0]
 
-    nbrs = [int(j) for j in conf.get("neighbours", []) if int(j) >= 0]  # -1: an isolated node's placeholder
-    weights = torch.tensor([float(conf["self-weight"])] + [float(w) for w in conf.get("weights", [])][:len(nbrs)])
+    nbrs = [int(j) for j in conf["neighbours"] if int(j) >= 0]  # [-1] / [0.0]: an isolated node's placeholders
+    weights = torch.tensor([float(conf["self-weight"])] + [float(w) for w in conf["weights"]][:len(nbrs)])
     own = decoded(state[R.SENT_STATE])
     if cfg.algorithm.compressed_gossip == "naive":
         rows = [own] + [decoded(content[f"nbr-{j}"]) for j in nbrs]
