@@ -22,7 +22,8 @@ which keeps the mean but stalls: whatever C drops is never averaged.
 x_hat starts at the common initial model (every client knows it: same seed; the paper's 0 would
 make the first messages compress whole models) and is independent of the graph, so a
 time-varying W_t needs nothing more. The simulation stores x_hat once per client (n, d): all
-neighbours of i hold the same copy.
+neighbours of i hold the same copy. Flower's nodes hold their copies apart and run the same
+step, `consensus`, on their own row (dfl.flower.choco_node).
 """
 from __future__ import annotations
 
@@ -39,17 +40,32 @@ from .gossip import Operator, mix
 MODES = ("choco", "naive")
 
 
+def consensus(X: torch.Tensor, mixed: torch.Tensor, own: torch.Tensor, gamma: float) -> torch.Tensor:
+    """X + gamma (mixed - own): the step of both modes, for the whole bank or one Flower node.
+
+    mixed = W X_hat, own = X_hat (choco) or W C(X), C(X) (naive); for one node i, mixed is
+    sum_j W_ij x_hat_j over its row (W_ii included) and own its x_hat_i. `mixed` is overwritten.
+    """
+    return mixed.sub_(own).mul_(gamma).add_(X)
+
+
 def choco_step(X: torch.Tensor, X_hat: torch.Tensor, W: Operator, gamma: float,
                compress: Compressor, key: Key) -> tuple[torch.Tensor, torch.Tensor]:
     """One Choco-Gossip step on (n, d) rows; returns (X, X_hat)."""
     X_hat = X_hat + compress(X - X_hat, key)
-    return mix(X_hat, W).sub_(X_hat).mul_(gamma).add_(X), X_hat   # X + gamma (W X_hat - X_hat)
+    return consensus(X, mix(X_hat, W), X_hat, gamma), X_hat
 
 
 def naive_step(X: torch.Tensor, W: Operator, gamma: float, compress: Compressor, key: Key) -> torch.Tensor:
     """One step of the plain compressed average X <- X + gamma (W C(X) - C(X)) (no memory)."""
     Q = compress(X, key)
-    return mix(Q, W).sub_(Q).mul_(gamma).add_(X)
+    return consensus(X, mix(Q, W), Q, gamma)
+
+
+def compressor(cfg: Config) -> Compressor:
+    """The message format of algorithm.compression / compression_ratio / levels."""
+    a = cfg.algorithm
+    return Compressor(a.compression, a.compression_ratio, a.levels)
 
 
 class CompressedGossip:
@@ -110,5 +126,4 @@ def from_config(cfg: Config) -> Optional[CompressedGossip]:
         raise ConfigError(f"engine.backend: compressed gossip (algorithm.compression = {a.compression!r}) runs on "
                           "the vectorized and serial engines; the Ray engine mixes actor-held rows linearly and "
                           "cannot compress them (use engine.backend = 'vectorized')")
-    return CompressedGossip(Compressor(a.compression, a.compression_ratio, a.levels), a.consensus_step,
-                            a.compressed_gossip, cfg.seed)
+    return CompressedGossip(compressor(cfg), a.consensus_step, a.compressed_gossip, cfg.seed)

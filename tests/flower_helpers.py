@@ -157,6 +157,22 @@ def assert_rows_match(rows: list[dict], ref: list[dict]) -> None:
     assert_same_history(ref, rows, tol=1e-6, keys=keys, abs_tol=1e-9)
 
 
+def assert_copies_agree(states: dict) -> int:
+    """Compressed gossip: every copy x_hat_j a node holds equals node j's own x_hat_j (the public
+    copies are consistent). ``states``: client id -> that node's context.state. Returns the number
+    of copies checked."""
+    from dfl.flower import records as R
+
+    checked = 0
+    for i, state in states.items():
+        for key, copy in state[R.XHAT_STATE].items():
+            if key != "self":
+                own = states[int(key)][R.XHAT_STATE]["self"].numpy()
+                assert (copy.numpy() == own).all(), f"node {i}'s copy of x_hat_{key} differs from node {key}'s own"
+                checked += 1
+    return checked
+
+
 # ------------------------------------------------------------------ processes
 def env_for(home: Path) -> dict[str, str]:
     env = dict(os.environ, FLWR_HOME=str(home), FLWR_TELEMETRY_ENABLED="0",

@@ -28,7 +28,8 @@ import topologies  # noqa: E402
 from dfl.errors import ConfigError, DflError  # noqa: E402
 from dfl.flower import records as R, server_app, tolerant  # noqa: E402
 from dfl.flower.tolerant import TolerantGrid, min_nodes  # noqa: E402
-from tests.flower_helpers import MemoryGrid, reference, run_config, task_identity, unavailable  # noqa: E402
+from tests.flower_helpers import (MemoryGrid, assert_copies_agree, reference, run_config,  # noqa: E402
+                                   task_identity, unavailable)
 from tests.helpers import read_metrics  # noqa: E402
 
 
@@ -120,7 +121,7 @@ class RejoiningGrid(MemoryGrid):
         if kind == "query.setup":
             self.setups.append((node, m.content[R.ARRAYS], dict(self.mixed)))
         replies = super().deliver(m)
-        if kind == "query.mix":
+        if kind == "query.mix" and R.ARRAYS in replies[0].content.array_records:  # compressed: the last step
             self.mixed[node] = replies[0].content[R.ARRAYS]
         return replies
 
@@ -166,6 +167,18 @@ def test_gossip_node_lost_mid_gossip_with_an_error_reply(tmp_path):
     assert [r["lost_nodes"] for r in rows] == [1, 1] and [r["active_clients"] for r in rows] == [5, 4]
     (loss,) = manifest["lost_nodes"]
     assert (loss["client"], loss["round"]) == (4, 1) and "Node Unavailable" in loss["reason"]
+
+
+def test_compressed_gossip_goes_on_without_a_node_lost_mid_gossip(tmp_path):
+    sets = ("rounds=2 data.num_clients=5 algorithm.gossip_steps=3 topology.name=complete algorithm.compression=topk "
+            "algorithm.compression_ratio=0.1 algorithm.consensus_step=0.3")
+    rc = {**run_config(sets, tmp_path / "run"), "timeout": 5}
+    grid = FailingGrid(rc, 5, dead=4, from_round=2, mode="error", at="query.mix")
+    rows, manifest = run_grid(tmp_path, grid, rc)
+    assert [r["lost_nodes"] for r in rows] == [0, 1] and np.isfinite(rows[1]["test_acc"])
+    assert rows[0]["test_acc"] == pytest.approx(reference(sets)[0]["test_acc"], abs=1e-6)
+    survivors = {i: grid.ctx[grid.ids[i]].state for i in range(4)}
+    assert assert_copies_agree(survivors) == 4 * 3  # the survivors' last step: a complete graph of 4
 
 
 def test_fedavg_averages_the_replies_that_came(tmp_path):
@@ -215,6 +228,20 @@ def test_gossip_node_rejoins_with_its_neighbours_mean(tmp_path):
     for k in model.keys():
         assert np.allclose(model[k].numpy(), (nbrs[0][k].numpy() + nbrs[1][k].numpy()) / 2, atol=1e-6)
     assert grid.sent.count("query.identify") == 1
+
+
+def test_compressed_gossip_node_rejoins_with_consistent_copies(tmp_path):
+    """The rejoining node starts with x_hat = its new model and gets its neighbours' copies from
+    the relay; its neighbours get its copy: every copy agrees with its owner's afterwards."""
+    sets = ("rounds=4 data.num_clients=6 topology.name=ring algorithm.gossip_steps=2 algorithm.compression=topk "
+            "algorithm.compression_ratio=0.1 algorithm.consensus_step=0.3")
+    rows, manifest, grid = run_rejoining(tmp_path, sets, 6, dead=2, down=2, back=3)
+    assert [(r["active_clients"], r["lost_nodes"], r["rejoined_nodes"]) for r in rows] == [
+        (6, 0, 0), (5, 1, 0), (6, 1, 1), (6, 1, 1)]
+    assert all(np.isfinite(r["test_acc"]) for r in rows)
+    assert rows[0]["test_acc"] == pytest.approx(reference(sets)[0]["test_acc"], abs=1e-6)
+    states = {int(c.node_config["partition-id"]): c.state for node, c in grid.ctx.items() if node != grid.old}
+    assert assert_copies_agree(states) == 6 * 2
 
 
 def test_a_node_back_before_its_loss_is_noticed_waits_for_it(tmp_path):

@@ -141,6 +141,27 @@ def test_deployment_insecure_dfedsam(tmp_path):
     print(f"deployment (insecure) took {time.monotonic() - t0:.0f} s")
 
 
+def test_deployment_compressed_gossip(tmp_path):
+    """Choco-Gossip with QSGD messages between SuperNode processes: each node encodes with the
+    random stream `dfl run` uses for its client, the relay forwards the encoded messages, and
+    comm_mb (their bytes) equals `dfl run`'s."""
+    port = free_port()
+    write_flwr_config(tmp_path / "home", port)
+    procs = Processes(tmp_path)
+    try:
+        start_federation(procs, tmp_path, port, ["--insecure"], ["--insecure"])
+        sets = ("rounds=2 algorithm.gossip_steps=2 topology.name=ring algorithm.compression=qsgd algorithm.levels=3 "
+                "algorithm.consensus_step=0.3")
+        flwr_run(tmp_path / "home", sets, tmp_path / "out")
+        rows = assert_same(tmp_path / "out", sets)
+        assert rows[-1]["compression_ratio"] == reference(sets)[-1]["compression_ratio"] < 0.2
+    except BaseException:
+        print(procs.tail())
+        raise
+    finally:
+        procs.stop()
+
+
 def make_certificates(d: Path) -> tuple[Path, Path, Path]:
     """A self-signed CA and a server certificate for 127.0.0.1 / localhost it signed."""
     from cryptography import x509

@@ -13,6 +13,13 @@ Message types it answers:
     query.mix        gossip: one step z_i <- W_ii z_i + sum_j W_ij z_j with the neighbours' z_j;
                      the round's last step also reports the local accuracy on evaluated rounds.
 
+With algorithm.compression the gossip messages are compressed (dfl.flower.choco_node): replies to
+train.gossip and to every query.mix but the round's last carry the node's next message
+(R.PAYLOAD) instead of z_i, query.mix carries the neighbours' messages, and
+
+    query.encode     gossip, compressed: a node that does not train this round sends its first
+                     message (of its model).
+
 Every reply carries the metric "client-weight" = 1: dfl averages clients with equal weights; replies
 to train / evaluate also say which client answered ("client_id", for the record of lost nodes).
 The optimizer state (momentum, SAF / MESA trajectories) stays on the node, in context.state.
@@ -35,6 +42,7 @@ from flwr.clientapp import ClientApp
 from ..algorithms import Correction
 from ..config import Config
 from ..simulation import resolve_device
+from . import choco_node
 from . import records as R
 from .local import LocalClient, load_shard
 from .settings import node_identity, run_config
@@ -86,11 +94,18 @@ def _save(context: Context, client: LocalClient) -> None:
     context.state[R.STATE] = ConfigRecord({"optimizer": client.save_state()})
 
 
-def _reply(msg: Message, arrays: ArrayRecord | None = None, **metrics: float) -> Message:
+def _reply(msg: Message, arrays: ArrayRecord | None = None, payload: ArrayRecord | None = None,
+           **metrics: float) -> Message:
     content = RecordDict({R.METRICS: MetricRecord({**metrics, R.WEIGHT: 1.0})})
     if arrays is not None:
         content[R.ARRAYS] = arrays
+    if payload is not None:
+        content[R.PAYLOAD] = payload
     return Message(content=content, reply_to=msg)
+
+
+def _compressed(cfg: Config) -> bool:
+    return cfg.algorithm.compression != "none"
 
 
 # ------------------------------------------------------------------ centralized (FedAvg family)
@@ -127,10 +142,13 @@ def identify(msg: Message, context: Context) -> Message:
 
 @app.query("setup")
 def setup(msg: Message, context: Context) -> Message:
-    """Keep the initial model; tell the server which client this node is."""
-    node = node_identity(context.node_config, _config(msg, context))
+    """Keep the initial model (with compression: as x_hat_i too); tell the server which client this node is."""
+    cfg = _config(msg, context)
+    node = node_identity(context.node_config, cfg)
     context.state[R.MODEL_STATE] = msg.content[R.ARRAYS]
     context.state[R.STATE] = ConfigRecord({"optimizer": b"", "mix-round": -1})
+    if _compressed(cfg):
+        choco_node.setup(context.state, msg.content[R.ARRAYS])
     return _reply(msg, client_id=float(node.client_id))
 
 
@@ -139,7 +157,8 @@ def train_gossip(msg: Message, context: Context) -> Message:
     """Train the node's own model; reply with the vector this round gossips (z_i).
 
     z_i is the trained model (DFedAvg / DFedSAM family) or, for D-PSGD ("mix-before"), the
-    model before the step, whose update is added back after mixing.
+    model before the step, whose update is added back after mixing. With compression the reply
+    carries the first message of z_i instead.
     """
     client = _client(context, msg)
     conf = R.config_of(msg.content)
@@ -155,7 +174,20 @@ def train_gossip(msg: Message, context: Context) -> Message:
         context.state.pop(R.DELTA_STATE, None)
     _save(context, client)
     context.state[R.STATE]["mix-round"] = t
+    if _compressed(client.cfg):
+        message = choco_node.send(client.cfg, context.state, z, t, 0, client.shard.client_id)
+        return _reply(msg, payload=message, train_loss=loss)
     return _reply(msg, R.to_record(client.layout, z), train_loss=loss)
+
+
+@app.query("encode")
+def encode(msg: Message, context: Context) -> Message:
+    """Compressed gossip, a node that does not train this round: the first message of its model."""
+    cfg = _config(msg, context)
+    t = int(R.config_of(msg.content)["round"])
+    z_rec, _ = _mix_state(context, t)
+    client = node_identity(context.node_config, cfg).client_id
+    return _reply(msg, payload=choco_node.send(cfg, context.state, R.flat(z_rec), t, 0, client))
 
 
 def _mix_state(context: Context, t: int) -> tuple[ArrayRecord, ArrayRecord | None]:
@@ -170,9 +202,13 @@ def _mix_state(context: Context, t: int) -> tuple[ArrayRecord, ArrayRecord | Non
 
 @app.query("mix")
 def mix(msg: Message, context: Context) -> Message:
-    """One gossip step z_i <- W_ii z_i + sum_j W_ij z_j; after the last, x_i = z_i + update."""
+    """One gossip step z_i <- W_ii z_i + sum_j W_ij z_j (compressed: dfl.flower.choco_node's);
+    after the last, x_i = z_i + update."""
     conf = R.config_of(msg.content)
     z_rec, delta = _mix_state(context, int(conf["round"]))
+    cfg = _config(msg, context)
+    if _compressed(cfg):
+        return _mix_compressed(msg, context, cfg, z_rec, delta)
     names = list(z_rec.keys())
     z = {k: z_rec[k].numpy() * float(conf["self-weight"]) for k in names}
     for j, w in zip(conf.get("neighbours", []), conf.get("weights", [])):
@@ -187,11 +223,31 @@ def mix(msg: Message, context: Context) -> Message:
         return _reply(msg, new)
     if delta is not None:
         new = ArrayRecord({k: Array((new[k].numpy() + delta[k].numpy()).astype("float32")) for k in names})
-    context.state[R.MODEL_STATE] = new
-    if not conf.get("evaluate"):
-        return _reply(msg, new)
+    return _mixed(msg, context, new)
+
+
+def _mix_compressed(msg: Message, context: Context, cfg: Config, z_rec: ArrayRecord,
+                    delta: ArrayRecord | None) -> Message:
+    """One compressed gossip step (dfl.flower.choco_node); reply with the next step's message,
+    or after the last step with the model."""
+    conf = R.config_of(msg.content)
+    z = choco_node.mix(cfg, context.state, msg.content, conf, R.flat(z_rec))
+    if not conf.get("last"):
+        context.state[R.MIX_STATE] = R.like(z_rec, z)
+        client = node_identity(context.node_config, cfg).client_id
+        message = choco_node.send(cfg, context.state, z, int(conf["round"]), int(conf["step"]) + 1, client)
+        return _reply(msg, payload=message)
+    return _mixed(msg, context, R.like(z_rec, z if delta is None else z + R.flat(delta)))
+
+
+def _mixed(msg: Message, context: Context, model: ArrayRecord) -> Message:
+    """After the round's last gossip step: keep the model, reply with it (and, on evaluated
+    rounds, its local accuracy)."""
+    context.state[R.MODEL_STATE] = model
+    if not R.config_of(msg.content).get("evaluate"):
+        return _reply(msg, model)
     acc, loss = _own_accuracy(context, msg)
-    return _reply(msg, new, local_acc=acc, local_loss=loss)
+    return _reply(msg, model, local_acc=acc, local_loss=loss)
 
 
 def _own_accuracy(context: Context, msg: Message) -> tuple[float, float]:

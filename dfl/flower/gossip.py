@@ -63,6 +63,7 @@ class Relay:
         self.parts = rec.parts
         self.n = self.parts.cfg.data.num_clients
         self.mix_before = mix_before(self.parts.cfg.algorithm.name)
+        self.relayed = 0  # bytes relayed to the nodes in the current round's gossip (comm_mb)
 
     def _msg(self, node: int, kind: str, content: RecordDict) -> Message:
         if R.CONFIG in content.config_records:  # every node builds its Config with this client count
@@ -101,13 +102,13 @@ class Relay:
         for c in missing[len(failed):]:
             self.grid.mark_lost(-1 - c, "no SuperNode of this client was connected", client=c)
 
-    def rejoin(self, t: int) -> None:
+    def rejoin(self, t: int) -> list[int]:
         """Nodes admitted by the grid take their client's place in round t: each gets the mean of
         its live neighbours' models on G_t (of all live models if none is live) and fresh
-        optimizer state; W is rebuilt with it from this round on."""
+        optimizer state; W is rebuilt with it from this round on. Returns their clients."""
         joins = self.grid.admit(self.timeout, {"num-clients": self.n})
         if not joins:
-            return
+            return []
         live, G = self.alive, self.parts.graphs.graph(t)
         live[[r.client for r in joins]] = False  # a joiner's own (stale) model is no one's source
         msgs = []
@@ -118,6 +119,7 @@ class Relay:
                 self.models[r.client] = self.models[nbrs].mean(0)
             msgs.append(self._msg(r.node, "query.setup", self._setup_content(self.models[r.client])))
         self.grid.send_and_receive(msgs, timeout=self.timeout)
+        return [r.client for r in joins]
 
     @property
     def alive(self) -> np.ndarray:
@@ -146,8 +148,10 @@ class Relay:
 
         W is looked up before every step: a node lost in step q is out of the graph from step q+1.
         With `evaluate`, the last step's replies carry each node's local accuracy (saves a round trip).
+        self.relayed: the bytes of the models relayed to the nodes this round (what comm_mb counts).
         """
         q_steps = self.parts.cfg.algorithm.gossip_steps
+        self.relayed = 0
         for q in range(q_steps):
             W = self.mixing(t).W
             recs = [R.to_record(self.parts.layout, z[j]) for j in range(self.n)]
@@ -155,10 +159,8 @@ class Relay:
             for i in np.flatnonzero(self.alive):
                 nbrs = [j for j in np.flatnonzero(W[i]) if j != i]
                 content = RecordDict({f"nbr-{j}": recs[j] for j in nbrs})
-                content[R.CONFIG] = ConfigRecord({
-                    "round": t, "self-weight": float(W[i, i]), "neighbours": [int(j) for j in nbrs] or [-1],
-                    "weights": [float(W[i, j]) for j in nbrs] or [0.0], "last": q == q_steps - 1,
-                    "evaluate": evaluate})
+                self.relayed += sum(R.nbytes(recs[j]) for j in nbrs)
+                content[R.CONFIG] = mix_config(W, i, nbrs, t, q, q == q_steps - 1, evaluate)
                 msgs.append(self._msg(self.node[i], "query.mix", content))
             z, accs = z.clone(), []
             for m in self.grid.send_and_receive(msgs, timeout=self.timeout):
@@ -181,15 +183,26 @@ class Relay:
             ctx = RoundContext(round=t, active=torch.as_tensor(active & alive), W=None, degrees=rg.degrees,
                                gossip_steps=cfg.algorithm.gossip_steps, lr=p.schedule(t),
                                local_steps=int(p.steps.max()))
-            rec.comm_mb += p.algo.comm_mb(ctx, p.model_bytes)
+            rec.comm_mb += self.relayed / 1e6
             if evaluate:
                 rec.local(accs)
                 rec.write(t + 1, self.models[torch.as_tensor(alive)], round_row(
                     train_loss=float(np.nanmean(losses)) if losses else float("nan"), gap=rg.gap,
                     gossip_steps=ctx.gossip_steps, comm_mb=rec.comm_mb, active_clients=len(losses), lr=ctx.lr,
                     live_edges=int(rg.degrees.sum()) // 2, lost_nodes=len(self.grid.losses),
-                    rejoined_nodes=len(self.grid.rejoins)))
+                    rejoined_nodes=len(self.grid.rejoins), **p.algo.exchange_metrics()))
+
+
+def mix_config(W: np.ndarray, i: int, nbrs: list[int], t: int, q: int, last: bool, evaluate: bool) -> ConfigRecord:
+    """The config of node i's query.mix in step q of round t: its row of W (neighbours listed;
+    ConfigRecord lists are never empty: [-1] / [0.0] for an isolated node)."""
+    return ConfigRecord({"round": t, "step": q, "self-weight": float(W[i, i]),
+                         "neighbours": [int(j) for j in nbrs] or [-1], "weights": [float(W[i, j]) for j in nbrs] or [0.0],
+                         "last": last, "evaluate": evaluate})
 
 
 def run_gossip(grid: TolerantGrid, rec: Recorder, timeout: float) -> None:
-    Relay(grid, rec, timeout).run()
+    from .choco_relay import CompressedRelay  # it extends Relay
+
+    relay = Relay if rec.parts.cfg.algorithm.compression == "none" else CompressedRelay
+    relay(grid, rec, timeout).run()

@@ -16,12 +16,12 @@ import io
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import numpy as np
 import torch
 
-from .. import models, optim
+from .. import optim
 from ..algorithms import ALGORITHMS, Correction
 from ..bank import Layout
 from ..config import Config
@@ -115,7 +115,9 @@ class LocalClient:
         # the batch `dfl run` gives every client: at most the federation's largest shard
         batch = max(1, min(cfg.local.batch_size, shard.largest_shard or len(shard.y_train)))
         self.data = OneClientData(shard, self.device, cfg.seed, batch, augment=cfg.data.augment)
-        algo = ALGORITHMS[cfg.algorithm.name](cfg, cfg.data.num_clients, 1)
+        # one client trained here: engine.backend (a `dfl run` choice, e.g. Ray's, which refuses
+        # compressed gossip) does not apply; the node trains as the serial engine does
+        algo = ALGORITHMS[cfg.algorithm.name](cfg.replace(**{"engine.backend": "serial"}), cfg.data.num_clients, 1)
         hp = optimizer_hparams(cfg, algo.optimizer_overrides())
         self.trainer = SerialTrainer(self.model, self.layout, self.data, cfg.local.optimizer, hp, self.device,
                                      local=local_options(cfg))

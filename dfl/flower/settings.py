@@ -109,9 +109,6 @@ def check_supported(cfg: Config) -> Config:
     if faults.dropout or faults.link_failure or faults.straggler:
         raise ConfigError("faults: simulated faults are a `dfl run` feature; on Flower, real nodes fail "
                           "for real (set faults.dropout, link_failure and straggler to 0)")
-    if cfg.algorithm.compression != "none":  # the relay would send dense models while comm_mb counted less
-        raise ConfigError(f"algorithm.compression: compressed gossip is a `dfl run` feature for now; Flower's "
-                          f"relay sends full models (set compression = 'none'), got {cfg.algorithm.compression!r}")
     return cfg
 
 
