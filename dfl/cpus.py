@@ -8,7 +8,7 @@ cores they cannot have and a round runs 10-25x slower (measured on 2 shared core
     available_cpus() = min(len(os.sched_getaffinity(0)), floor(cgroup CPU quota))
 
 unless ``engine.threads`` is set; `dfl sweep --jobs N` gives each job ``available_cpus() // N``
-(at least 1), and a Ray actor takes ``engine.cpus_per_actor`` (dfl.engines.ray_backend).
+(at least 1), and a Ray actor takes ``engine.cpus_per_actor`` (dfl.engines.ray_engine).
 """
 from __future__ import annotations
 

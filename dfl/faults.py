@@ -97,7 +97,7 @@ def finite_rows(rows: torch.Tensor) -> torch.Tensor:
 
 def diverged(finite: np.ndarray, losses: np.ndarray, active: np.ndarray) -> np.ndarray:
     """(n,) bool: active clients whose training loss or model row (``finite``: the engine's
-    ``Trainer.finite``) holds a NaN / Inf."""
+    ``Engine.finite``) holds a NaN / Inf."""
     return np.asarray(active, dtype=bool) & (~np.isfinite(losses) | ~np.asarray(finite, dtype=bool))
 
 
@@ -122,7 +122,7 @@ def neighbour_rows(ops: BankOps, bank: Any, fallback: Any, bad: np.ndarray, G: n
     return {i: torch.stack([rows[j] for j in js]).mean(0) if js else start[i] for i, js in nbrs.items()}
 
 
-def reset_state(trainer: Any, bad: np.ndarray) -> None:
+def reset_state(engine: Any, bad: np.ndarray) -> None:
     """Clear the local optimizer state (momentum, EMA, ...) of the bad clients.
 
     Engines may define ``reset_clients(indices)``; otherwise the vectorized engine's per-client
@@ -130,23 +130,23 @@ def reset_state(trainer: Any, bad: np.ndarray) -> None:
     is dropped (rebuilt fresh on its next round).
     """
     idx = np.flatnonzero(bad)
-    if hasattr(trainer, "reset_clients"):
-        trainer.reset_clients(idx)
+    if hasattr(engine, "reset_clients"):
+        engine.reset_clients(idx)
         return
-    state = getattr(trainer, "state", None)
+    state = getattr(engine, "state", None)
     if state is not None:
         for leaf in torch.utils._pytree.tree_leaves(state):
             if isinstance(leaf, torch.Tensor) and leaf.dim() > 0 and leaf.is_floating_point():
                 rows = leaf[idx]
                 leaf[idx] = torch.where(torch.isfinite(rows), rows, torch.zeros_like(rows))
     for name in ("models", "opts"):
-        clients = getattr(trainer, name, None)
+        clients = getattr(engine, name, None)
         if isinstance(clients, list):
             for i in idx:
                 clients[int(i)] = None
 
 
-def handle_divergence(on_nan: str, trainer: Any, bad: np.ndarray, losses: np.ndarray, round_: int,
+def handle_divergence(on_nan: str, engine: Any, bad: np.ndarray, losses: np.ndarray, round_: int,
                       graph: Optional[nx.Graph], bank: Any, before: Any) -> tuple[Any, Any]:
     """Apply faults.on_nan to the clients in `bad`; returns the round's (bank, start-of-round bank).
 
@@ -154,17 +154,17 @@ def handle_divergence(on_nan: str, trainer: Any, bad: np.ndarray, losses: np.nda
     D-PSGD mixes and the trained one) becomes its neighbours' mean on the round's ``graph``; a
     centralized client (``graph`` None) keeps the global model, and the caller leaves it out of
     the average. Either way its loss is not reported (set to nan in ``losses``) and its local
-    optimizer state is cleared. The rows change through the trainer's bank operations, wherever
+    optimizer state is cleared. The rows change through the engine's bank operations, wherever
     the engine keeps them.
     """
     if on_nan == "stop":
         raise DivergedError(stop_message(bad, losses, round_))
     losses[bad] = np.nan
-    reset_state(trainer, bad)
+    reset_state(engine, bad)
     if graph is None:
-        return trainer.patched(bank, trainer.take(before, np.flatnonzero(bad))), before
-    new = neighbour_rows(trainer, bank, before, bad, graph)
-    return trainer.patched(bank, new), trainer.patched(before, new)
+        return engine.patched(bank, engine.take(before, np.flatnonzero(bad))), before
+    new = neighbour_rows(engine, bank, before, bad, graph)
+    return engine.patched(bank, new), engine.patched(before, new)
 
 
 def mean_loss(losses: np.ndarray) -> float:

@@ -167,7 +167,7 @@ def without_nodes(G: nx.Graph, lost: frozenset[int]) -> nx.Graph:
 class BankOps:
     """What a round does to whole parameter banks, here on torch tensors in this process.
 
-    The engines' base class (dfl.engines.Trainer) inherits these; an engine that keeps the
+    The engines' base class (dfl.engines.Engine) inherits these; an engine that keeps the
     clients' rows elsewhere (Ray actors) overrides them on its own handles, so that callers never
     ask what kind of bank they hold. RoundContext hands them to the algorithms.
     """

@@ -229,7 +229,7 @@ def read_summary(path: Path) -> dict[str, Any]:
     return summary
 
 
-STATE_KEYS = ("round", "bank", "trainer", "algorithm", "comm_mb", "elapsed", "history")
+STATE_KEYS = ("round", "bank", "engine", "algorithm", "comm_mb", "elapsed", "history")
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from .algorithms import ALGORITHMS, Algorithm, RoundContext
 from .bank import Layout
 from .config import Config
 from .data.augment import check_augment
-from .engines import ENGINES, ClientData, LocalEval, LocalOptions, RunSettings, Trainer, pad_indices
+from .engines import ENGINES, ClientData, LocalEval, LocalOptions, RunSettings, Engine, pad_indices
 from .errors import ConfigError
 from .gossip import Mixing
 from .metrics import evaluate, evaluated_row, round_row, sharpness
@@ -225,10 +225,10 @@ def local_eval(fed: data_mod.FederatedData, seed: int, device: torch.device) -> 
     return LocalEval(fed.x_test.to(device), fed.y_test.to(device), pick.expand(n, -1), mask)
 
 
-def make_trainer(parts: Parts, client_data: ClientData) -> Trainer:
+def make_engine(parts: Parts, client_data: ClientData) -> Engine:
     """The engine of cfg.engine.backend, told what it needs about the run."""
     cfg = parts.cfg
-    settings = RunSettings(engine=cfg.engine, evaluation=parts.local_eval, engine_rows=parts.algo.mixes is not None)
+    settings = RunSettings(engine_config=cfg.engine, evaluation=parts.local_eval, engine_rows=parts.algo.mixes is not None)
     hp = optimizer_hparams(cfg, parts.algo.optimizer_overrides())
     return ENGINES[cfg.engine.backend](parts.model, parts.layout, client_data, cfg.local.optimizer, hp, parts.device,
                                        cfg.engine.chunk_size, local=local_options(cfg), settings=settings)
@@ -239,7 +239,7 @@ class RunState:
     """Where a run stands: what a checkpoint holds besides the engine's and the algorithm's state."""
 
     round: int
-    bank: Any                          # the engine's bank (``Trainer.place``)
+    bank: Any                          # the engine's bank (``Engine.place``)
     comm_mb: float = 0.0
     elapsed: float = 0.0               # seconds of training and evaluation so far
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -257,9 +257,9 @@ class Simulation:
         self.parts = parts = build(cfg, fed)
         self.client_data = ClientData(parts.train_fed, parts.device, parts.cfg.seed, parts.batch,
                                       augment=parts.cfg.data.augment)
-        self.trainer = make_trainer(parts, self.client_data)
+        self.engine = make_engine(parts, self.client_data)
         self.system = system_mod.from_simulation(parts.cfg, self)  # None unless [system] enabled
-        self.state = RunState(round=0, bank=self.trainer.place(parts.initial_bank()))
+        self.state = RunState(round=0, bank=self.engine.place(parts.initial_bank()))
 
     def __getattr__(self, name: str) -> Any:
         """The run's parts (cfg, model, layout, algo, graphs, steps, x_test, ...) read through the Simulation."""
@@ -284,7 +284,7 @@ class Simulation:
     def evaluate(self, state: RunState, training: dict[str, Any]) -> dict[str, Any]:
         """The metrics row of ``state``'s bank (README's metrics keys), with the round's ``training`` columns."""
         p, t = self.parts, state.round
-        mean_row, local, consensus = self.trainer.summary(state.bank)
+        mean_row, local, consensus = self.engine.summary(state.bank)
         acc, loss = evaluate(p.model, p.layout, mean_row, p.x_test, p.y_test)
         row = evaluated_row(t, (acc, loss), [acc] if p.pooled else local, consensus, training)
         every = p.cfg.metrics.sharpness_every
@@ -299,26 +299,26 @@ class Simulation:
     # ------------------------------------------------------------------ the round loop
     def advance(self, state: RunState) -> tuple[RunState, dict[str, Any]]:
         """Play round ``state.round``: returns the state after it and the round's training columns."""
-        p, t, trainer = self.parts, state.round, self.trainer
+        p, t, engine = self.parts, state.round, self.engine
         cfg, n = p.cfg, len(p.steps)
         active = rng.participation(cfg.seed, t, n, cfg.algorithm.participation) & ~p.faults.dropped(t, n)
         rg = p.mixing(t) if p.mixing is not None else None
         ctx = RoundContext(round=t, active=torch.as_tensor(active, device=p.device), W=rg.operator if rg else None,
                            degrees=rg.degrees if rg else np.zeros(n), gossip_steps=cfg.algorithm.gossip_steps,
-                           lr=p.schedule(t), local_steps=int(p.steps.max()), ops=trainer)
+                           lr=p.schedule(t), local_steps=int(p.steps.max()), ops=engine)
         bank = p.algo.start(state.bank, ctx)
         # the start-of-round bank, copied only when the algorithm or NaN recovery will read it
         keep = p.algo.needs_before or (cfg.faults.on_nan == "skip_client") or p.algo.centralized
-        before = trainer.copy(bank) if keep else None
+        before = engine.copy(bank) if keep else None
         steps = p.faults.local_steps(t, p.steps)
         t0 = time.perf_counter()
-        bank, losses = trainer.train(bank, active, steps, ctx.lr, t, p.algo.correction(ctx))
+        bank, losses = engine.train(bank, active, steps, ctx.lr, t, p.algo.correction(ctx))
         t1 = time.perf_counter()
         graph = rg.graph if rg else None
         sim_row = self.system.round(active, steps, graph) if self.system else {}
-        bad = faults_mod.diverged(trainer.finite(bank), losses, active)
+        bad = faults_mod.diverged(engine.finite(bank), losses, active)
         if bad.any():  # faults.on_nan: stop (DivergedError) or restart the client from its neighbours
-            bank, before = faults_mod.handle_divergence(cfg.faults.on_nan, trainer, bad, losses, t, graph, bank, before)
+            bank, before = faults_mod.handle_divergence(cfg.faults.on_nan, engine, bad, losses, t, graph, bank, before)
             active = active & ~bad
             ctx.active = torch.as_tensor(active, device=p.device)
         if p.algo.centralized and not active.any():
@@ -331,7 +331,7 @@ class Simulation:
                              gossip_steps=ctx.gossip_steps, comm_mb=comm_mb, active_clients=int(active.sum()),
                              lr=ctx.lr, **extra, **({"period_gap": p.period_gap} if p.period_gap is not None else {}),
                              **faults_mod.round_metrics(cfg.faults, graph, active, steps, p.steps, bad),
-                             train_s=t1 - t0, exchange_s=t2 - t1, **sim_row, **trainer.metrics())
+                             train_s=t1 - t0, exchange_s=t2 - t1, **sim_row, **engine.metrics())
         return dataclasses.replace(state, round=t + 1, bank=bank, comm_mb=comm_mb), training
 
     def step(self) -> dict[str, Any]:
@@ -365,26 +365,26 @@ class Simulation:
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
         s = self.state
-        return {"round": s.round, "bank": self.trainer.gather(s.bank), "trainer": self.trainer.state_dict(),
+        return {"round": s.round, "bank": self.engine.gather(s.bank), "engine": self.engine.state_dict(),
                 "algorithm": self.parts.algo.state_dict(), "comm_mb": s.comm_mb, "elapsed": s.elapsed,
                 "history": list(s.history), **({"system": self.system.state_dict()} if self.system else {})}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.trainer.load_state_dict(state["trainer"])
+        self.engine.load_state_dict(state["engine"])
         self.parts.algo.load_state_dict(state["algorithm"])
         if self.system:
             self.system.load_state_dict(state.get("system"))
-        self.state = RunState(round=int(state["round"]), bank=self.trainer.place(state["bank"].to(self.parts.device)),
+        self.state = RunState(round=int(state["round"]), bank=self.engine.place(state["bank"].to(self.parts.device)),
                               comm_mb=float(state["comm_mb"]), elapsed=float(state["elapsed"]),
                               history=list(state["history"]))
 
     def describe(self) -> dict[str, Any]:
         """The run's facts for manifest.json: device, sizes, the batch after its cap, the engine's choices."""
-        engine = self.trainer.describe()
+        engine = self.engine.describe()
         return {"device": str(self.parts.device), "num_params": self.parts.layout.size,
                 "num_clients": len(self.parts.steps), "batch_size": self.client_data.batch_size,
                 **({"engine": engine} if engine else {})}
 
     def close(self) -> None:
         """Release the engine's resources (Ray actors, a local Ray); the run cannot step after it."""
-        self.trainer.close()
+        self.engine.close()

@@ -153,7 +153,7 @@ def test_bench_threads_sets_torch_threads(tmp_path, capsys):
 
 def mean_row(sim):
     """The mean client model, wherever the engine keeps the bank (a Ray engine holds it itself)."""
-    return sim.trainer.summary(sim.bank)[0].cpu()
+    return sim.engine.summary(sim.bank)[0].cpu()
 
 
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=[p.stem for p in EXPERIMENTS])  # experiments/paper/ too

@@ -104,14 +104,14 @@ def hand_consensus(X):
 def test_drift_is_the_consensus_distance_of_the_active_trained_rows(algo, participation):
     sim = Simulation(training_config(**{"algorithm.name": algo, "algorithm.participation": participation}))
     trained = []
-    orig = sim.trainer.train
+    orig = sim.engine.train
 
     def spy(bank, active, *args):
         out, losses = orig(bank, active, *args)
         trained.append(out[torch.as_tensor(active)].clone())
         return out, losses
 
-    sim.trainer.train = spy
+    sim.engine.train = spy
     h = sim.run()
     assert [len(x) for x in trained] == [r["active_clients"] for r in h] == [int(6 * participation)] * 3
     for row, rows in zip(h, trained):
@@ -140,10 +140,10 @@ def test_inactive_clients_keep_their_model_before_gossip():
     from dfl import rng
     active = rng.participation(sim.cfg.seed, 0, 6, 0.34)
     before = sim.bank.clone()
-    bank, losses = sim.trainer.train(sim.bank.clone(), active, sim.steps, 0.1, 0, None)
+    bank, losses = sim.engine.train(sim.bank.clone(), active, sim.steps, 0.1, 0, None)
     assert torch.equal(bank[~torch.as_tensor(active)], before[~torch.as_tensor(active)])
     serial = Simulation(cfg.replace(**{"engine.backend": "serial"}))
-    _, want = serial.trainer.train(serial.bank.clone(), active, serial.steps, 0.1, 0, None)
+    _, want = serial.engine.train(serial.bank.clone(), active, serial.steps, 0.1, 0, None)
     assert np.isnan(losses[~active]).all() and np.allclose(losses[active], want[active], rtol=1e-6, atol=0)
 
 

@@ -193,7 +193,7 @@ def test_the_engine_refuses_a_federation_whose_banks_do_not_fit(monkeypatch, tmp
     from dfl.engines import vectorized
 
     sim = Simulation(small_config(**{"engine.threads": 1}))
-    one = sim.trainer.memory.one_client
+    one = sim.engine.memory.one_client
     monkeypatch.setattr(vectorized, "capacity", lambda device: 2 * one)  # one client fits, 6 do not
     cfg = write_config(tmp_path, **{"engine.threads": 1})
     assert main(["run", str(cfg), "--out", str(tmp_path / "out"), "--quiet"]) == 2

@@ -16,15 +16,15 @@ from tests.helpers import assert_same_history, training_config
 
 
 def spy_train(sim):
-    """Record (round, active, steps) of every trainer.train call."""
+    """Record (round, active, steps) of every engine.train call."""
     calls = []
-    orig = sim.trainer.train
+    orig = sim.engine.train
 
     def train(bank, active, steps, lr, t, corr):
         calls.append((t, active.copy(), np.asarray(steps).copy(), bank.clone()))
         return orig(bank, active, steps, lr, t, corr)
 
-    sim.trainer.train = train
+    sim.engine.train = train
     return calls
 
 

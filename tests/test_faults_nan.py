@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from dfl import results
-from dfl.engines.vectorized import VectorizedTrainer
+from dfl.engines.vectorized import VectorizedEngine
 from dfl.errors import DivergedError
 from dfl.faults import diverged, finite_rows, neighbour_rows
 from dfl.gossip import BankOps
@@ -18,7 +18,7 @@ SMALL = {"rounds": 4, "local.local_steps": 2, "metrics.checkpoint_every": 1}
 
 
 def poisoned(orig, client, round_, what="row"):
-    """A trainer.train (bound or unbound) putting a NaN into `client`'s row (or an Inf into its
+    """A engine.train (bound or unbound) putting a NaN into `client`'s row (or an Inf into its
     loss) in round `round_`."""
     def train(self_or_bank, *args):
         out_bank, losses = orig(self_or_bank, *args)
@@ -54,7 +54,7 @@ def test_finite_rows_is_exact_when_a_row_sum_overflows():
 @pytest.mark.parametrize("what", ["row", "loss"])
 def test_stop_names_client_and_round(what):
     sim = Simulation(small_config(**{"rounds": 3}))
-    sim.trainer.train = poisoned(sim.trainer.train, 4, 1, what)
+    sim.engine.train = poisoned(sim.engine.train, 4, 1, what)
     with pytest.raises(DivergedError, match=r"client 4: .*not finite.* in round 2"):
         sim.run()
     assert sim.round == 1
@@ -69,7 +69,7 @@ def test_real_divergence_is_caught_in_the_round_it_happens():
 def test_stop_from_the_cli_keeps_the_last_good_checkpoint(tmp_path, capsys, monkeypatch):
     cfg = write_config(tmp_path / "c.toml", **SMALL)
     out = tmp_path / "run"
-    monkeypatch.setattr(VectorizedTrainer, "train", poisoned(VectorizedTrainer.train, 3, 2))
+    monkeypatch.setattr(VectorizedEngine, "train", poisoned(VectorizedEngine.train, 3, 2))
     assert_user_error(["run", str(cfg), "--out", str(out), "--quiet"], capsys, "client 3", "round 3")
     state = results.load_checkpoint(out)
     assert state["round"] == 2 and torch.isfinite(state["bank"]).all()
@@ -94,7 +94,7 @@ def test_neighbour_mean_and_isolated_fallback():
 
 def test_skip_client_restarts_from_its_neighbours_average():
     sim = Simulation(small_config(**{"rounds": 3, "faults.on_nan": "skip_client"}))
-    orig = sim.trainer.train
+    orig = sim.engine.train
     seen = {}
 
     def train(bank, active, steps, lr, t, corr):
@@ -111,7 +111,7 @@ def test_skip_client_restarts_from_its_neighbours_average():
             seen["after"] = after.clone()
         return agg(before, after, ctx)
 
-    sim.trainer.train, sim.algo.aggregate = train, aggregate
+    sim.engine.train, sim.algo.aggregate = train, aggregate
     history = sim.run()
     ring = seen["trained"]
     assert torch.allclose(seen["after"][2], (ring[1] + ring[3]) / 2)
@@ -123,7 +123,7 @@ def test_skip_client_restarts_from_its_neighbours_average():
 
 def test_skip_client_in_centralized_algorithms_drops_it_from_the_average():
     sim = Simulation(small_config(**{"rounds": 2, "algorithm.name": "fedavg", "faults.on_nan": "skip_client"}))
-    orig = sim.trainer.train
+    orig = sim.engine.train
     seen = {}
 
     def train(bank, active, steps, lr, t, corr):
@@ -134,7 +134,7 @@ def test_skip_client_in_centralized_algorithms_drops_it_from_the_average():
             losses[0] = float("nan")
         return bank, losses
 
-    sim.trainer.train = train
+    sim.engine.train = train
     sim.step()
     assert torch.allclose(sim.bank[0], seen["trained"][1:].mean(0), atol=1e-6)
     assert torch.isfinite(sim.bank).all()
@@ -143,27 +143,27 @@ def test_skip_client_in_centralized_algorithms_drops_it_from_the_average():
 def test_skip_client_clears_the_local_optimizer_state():
     sim = Simulation(small_config(**{"rounds": 2, "algorithm.name": "dfedavgm", "faults.on_nan": "skip_client",
                                      "local.reset_state": False}))  # state kept across rounds: cleared on NaN
-    orig = sim.trainer.train
+    orig = sim.engine.train
 
     def train(bank, active, steps, lr, t, corr):
         bank, losses = orig(bank, active, steps, lr, t, corr)
         if t == 0:
             bank[5] = float("nan")
-            for leaf in torch.utils._pytree.tree_leaves(sim.trainer.state):
+            for leaf in torch.utils._pytree.tree_leaves(sim.engine.state):
                 if leaf.is_floating_point() and leaf.dim():
                     leaf[5] = float("nan")
         return bank, losses
 
-    sim.trainer.train = train
+    sim.engine.train = train
     history = sim.run()
-    for leaf in torch.utils._pytree.tree_leaves(sim.trainer.state):
+    for leaf in torch.utils._pytree.tree_leaves(sim.engine.state):
         assert torch.isfinite(leaf).all()
     assert history[1]["diverged_clients"] == 0 and torch.isfinite(sim.bank).all()
 
 
 def test_skip_client_on_the_serial_engine_rebuilds_its_optimizer():
     sim = Simulation(small_config(**{"rounds": 2, "engine.backend": "serial", "faults.on_nan": "skip_client"}))
-    sim.trainer.train = poisoned(sim.trainer.train, 1, 1)
+    sim.engine.train = poisoned(sim.engine.train, 1, 1)
     history = sim.run()
-    assert sim.trainer.opts[1] is None and sim.trainer.opts[0] is not None
+    assert sim.engine.opts[1] is None and sim.engine.opts[0] is not None
     assert history[-1]["diverged_clients"] == 1 and torch.isfinite(sim.bank).all()

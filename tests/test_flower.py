@@ -1,4 +1,4 @@
-"""Flower apps, in process: run config -> Config, node identity, records, the one-client trainer,
+"""Flower apps, in process: run config -> Config, node identity, records, the one-client engine,
 and the whole ServerApp <-> ClientApp protocol over an in-memory Grid (each message handed straight
 to the ClientApp of its destination node, with that node's persistent Context). These check
 the same numbers as `dfl run` in a second; test_flower_runtime.py repeats it on Flower's runtimes.

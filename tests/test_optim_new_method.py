@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import dfl.optim as optim
-from dfl.engines.serial import SerialTrainer
-from dfl.engines.vectorized import VectorizedTrainer
+from dfl.engines.serial import SerialEngine
+from dfl.engines.vectorized import VectorizedEngine
 from dfl.errors import ConfigError
 from dfl.simulation import Simulation, local_options
 from tests import optim_prox
@@ -40,7 +40,7 @@ def test_runs_through_both_engines_end_to_end(algorithm):
     common = {"algorithm.name": algorithm, "local.optimizer": NAME, "local.momentum": 0.5,
               "local.params": {"mu": 0.5}}
     cfg = training_config(**common, **{"engine.backend": "vectorized"})
-    assert Simulation(cfg).trainer.hparams["mu"] == 0.5
+    assert Simulation(cfg).engine.hparams["mu"] == 0.5
     v = Simulation(cfg).run()
     s = Simulation(training_config(**common, **{"engine.backend": "serial"})).run()
     assert v[-1]["test_acc"] > 0.3  # it trains: chance is 0.1
@@ -49,15 +49,15 @@ def test_runs_through_both_engines_end_to_end(algorithm):
 
 @pytest.mark.parametrize("reset_state", [True, False])
 def test_both_engines_agree_over_clients_with_partial_activity(reset_state):
-    """The trainers directly, over 6 clients of which some sit a round out, for two rounds."""
+    """The engines directly, over 6 clients of which some sit a round out, for two rounds."""
     sim = Simulation(small_config(**{"local.reset_state": reset_state}))
     hp = {"mu": 2.0, "momentum": 0.5}  # a strong pull back to the round-start model
-    trainers = [cls(sim.model, sim.layout, sim.client_data, NAME, hp, sim.device, local=local_options(sim.cfg))
-                for cls in (VectorizedTrainer, SerialTrainer)]
+    engines = [cls(sim.model, sim.layout, sim.client_data, NAME, hp, sim.device, local=local_options(sim.cfg))
+                for cls in (VectorizedEngine, SerialEngine)]
     banks = [sim.bank.clone(), sim.bank.clone()]
     steps = np.full(6, 3)
     for round_, active in enumerate([np.ones(6, bool), np.array([1, 0, 1, 1, 0, 1], bool)]):
-        out = [t.train(b, active, steps, 0.3, round_, None) for t, b in zip(trainers, banks)]
+        out = [t.train(b, active, steps, 0.3, round_, None) for t, b in zip(engines, banks)]
         banks = [bank for bank, _ in out]
         np.testing.assert_allclose(out[0][1], out[1][1], rtol=1e-6)
         torch.testing.assert_close(banks[0], banks[1], rtol=1e-5, atol=1e-6)
@@ -69,7 +69,7 @@ def test_the_term_acts():
     sim = Simulation(small_config())
     moved = {}
     for name, hp in [("sgd", {}), (NAME, {"mu": 5.0})]:
-        t = VectorizedTrainer(sim.model, sim.layout, sim.client_data, name, hp, sim.device)
+        t = VectorizedEngine(sim.model, sim.layout, sim.client_data, name, hp, sim.device)
         bank, _ = t.train(sim.bank.clone(), np.ones(6, bool), np.full(6, 5), 0.3, 0, None)
         moved[name] = float((bank - sim.bank).norm())
     assert moved[NAME] < 0.8 * moved["sgd"]

@@ -20,7 +20,7 @@ from tests.helpers import TRAINS, assert_same_history
 
 ray = pytest.importorskip("ray")
 
-from dfl.engines import ray_backend, ray_session  # noqa: E402
+from dfl.engines import ray_engine, ray_session  # noqa: E402
 
 
 def run(cfg, on_round=None):
@@ -55,7 +55,7 @@ def test_same_metrics_as_vectorized(local_ray, changes):
     got, sim = run(small_config(**CPU, **changes, **{"engine.backend": "ray"}))
     assert_same(ref, got)
     assert all(r["actor_restarts"] == 0 and r["train_s"] > 0 and r["eval_s"] > 0 for r in got)
-    assert len(sim.trainer.blocks) == 4
+    assert len(sim.engine.blocks) == 4
 
 
 def test_actor_killed_mid_run_is_restarted_and_the_run_goes_on(local_ray):
@@ -63,7 +63,7 @@ def test_actor_killed_mid_run_is_restarted_and_the_run_goes_on(local_ray):
     pids = []
 
     def kill(sim, row):
-        pids.append(sim.trainer.actor_info()[1]["pid"])
+        pids.append(sim.engine.actor_info()[1]["pid"])
         if sim.round == 2:
             os.kill(pids[-1], signal.SIGKILL)
 
@@ -96,7 +96,7 @@ def test_checkpoint_resume_and_cross_backend_state(local_ray):
 def test_an_actor_per_gpu_by_default(local_ray):
     """Default: an actor per GPU, each with its own CUDA_VISIBLE_DEVICES (training stays on CPU)."""
     got, sim = run(small_config(**CPU, **{"engine.backend": "ray"}))
-    info = sim.trainer.placement_info
+    info = sim.engine.placement_info
     assert sorted(i["cuda_visible_devices"] for i in info) == ["0", "1", "2", "3"]
     assert all(i["device"] == "cpu" for i in info)
     assert [i["clients"] for i in info] == [(0, 2), (2, 3), (3, 4), (4, 6)]
@@ -109,7 +109,7 @@ def test_fractional_gpus_share_a_gpu(local_ray):
     cfg = small_config(**{"engine.backend": "ray", "engine.cpus_per_actor": 0.5,
                           "engine.gpus_per_actor": 0.5, "engine.clients_per_actor": 2})
     _, sim = run(cfg)
-    gpus = [i["gpu_ids"] for i in sim.trainer.placement_info]
+    gpus = [i["gpu_ids"] for i in sim.engine.placement_info]
     assert len(gpus) == 3 and all(len(g) == 1 for g in gpus)
     assert sorted(np.unique([g[0] for g in gpus], return_counts=True)[1]) == [1, 2]
 
@@ -119,7 +119,7 @@ def test_exchange_plan_reproduces_w_times_x():
     W = topologies.mixing_matrix(G)
     X = torch.randn(11, 4, dtype=torch.float64)
     blocks = [(0, 3), (3, 7), (7, 8), (8, 11)]
-    per_actor, sources = ray_backend._exchange_plan(torch.as_tensor(W), blocks)
+    per_actor, sources = ray_engine._exchange_plan(torch.as_tensor(W), blocks)
     out = []
     for a, (lo, hi) in enumerate(blocks):
         block, _ = per_actor[a]
@@ -164,7 +164,7 @@ def test_skip_client_equals_the_vectorized_backend(local_ray, changes):
     sim = Simulation(cfg.replace(**{"engine.backend": "ray"}), fed=poisoned())
     try:
         got = sim.run()
-        bank = sim.trainer.gather(sim.bank)
+        bank = sim.engine.gather(sim.bank)
     finally:
         sim.close()
     assert sum(r["diverged_clients"] for r in ref) >= 1

@@ -24,35 +24,35 @@ pytestmark = pytest.mark.slow  # a local Ray and actor restarts (~1 s each): ~1 
 CPU = {"engine.cpus_per_actor": 0.5, "engine.backend": "ray"}
 
 
-def kill(trainer, i):
+def kill(engine, i):
     """SIGKILL actor i's process; returns its pid."""
-    pid = ray.get(trainer.actors[i].info.remote())["pid"]
+    pid = ray.get(engine.actors[i].info.remote())["pid"]
     os.kill(pid, signal.SIGKILL)
     return pid
 
 
-def kill_before(trainer, method, when, actor=1):
-    """Wrap trainer.<method> (an operation's remote part): before the calls whose arguments
+def kill_before(engine, method, when, actor=1):
+    """Wrap engine.<method> (an operation's remote part): before the calls whose arguments
     satisfy when(call_index, *args), kill `actor`."""
-    orig = getattr(trainer, method)
+    orig = getattr(engine, method)
     calls = []
 
     def wrapped(*args):
         calls.append(args)
         if when(len(calls) - 1, *args):
-            kill(trainer, actor)
+            kill(engine, actor)
         return orig(*args)
 
-    setattr(trainer, method, wrapped)
+    setattr(engine, method, wrapped)
     return calls
 
 
 def run_ray(cfg, setup):
     sim = Simulation(cfg)
     try:
-        if sim.trainer.actors == []:
-            sim.trainer._start()
-        setup(sim.trainer)
+        if sim.engine.actors == []:
+            sim.engine._start()
+        setup(sim.engine)
         return sim.run()
     finally:
         sim.close()
@@ -104,11 +104,11 @@ def test_an_actor_restarted_before_the_driver_noticed(local_ray):
 
     def on_round(sim, row):
         if sim.round == 1:
-            old = kill(sim.trainer, 1)
+            old = kill(sim.engine, 1)
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
                 try:
-                    info = ray.get(sim.trainer.actors[1].info.remote(), timeout=5)
+                    info = ray.get(sim.engine.actors[1].info.remote(), timeout=5)
                     if info["pid"] != old:
                         assert not info["ready"]
                         return
@@ -133,10 +133,10 @@ def test_running_out_of_restarts_is_a_clear_error(local_ray):
     cfg = training_config(**CPU, **{"algorithm.name": "dfedavg", "rounds": 2 + ray_session.MAX_RESTARTS})
     sim = Simulation(cfg)
     try:
-        sim.trainer._start()
+        sim.engine._start()
 
         def every_round(s, row):
-            kill(s.trainer, 1)
+            kill(s.engine, 1)
         with pytest.raises(DflError, match="Ray actors kept dying"):
             sim.run(every_round)
     finally:

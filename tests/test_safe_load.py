@@ -95,10 +95,10 @@ def test_poisoned_node_state_is_refused_never_run(marker):
 
     client = LocalClient(cfg, shard_of(load_federated(cfg.data, cfg.seed), 0))
     client.train(client.layout.row(client.model), 0, None)
-    saved = client.trainer.state_dict()
+    saved = client.engine.state_dict()
     assert saved["opt_state"][0]["state"]  # momentum buffers to carry over
     client.load_state(client.save_state())  # its own state comes back
-    got = client.trainer.state_dict()["opt_state"][0]["state"]
+    got = client.engine.state_dict()["opt_state"][0]["state"]
     assert all(torch.equal(got[k]["momentum_buffer"], v["momentum_buffer"])
                for k, v in saved["opt_state"][0]["state"].items())
     buf = io.BytesIO()

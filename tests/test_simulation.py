@@ -1,4 +1,4 @@
-"""dfl.simulation's wiring: local steps from local.local_epochs, the batch cap, what the trainer is asked."""
+"""dfl.simulation's wiring: local steps from local.local_epochs, the batch cap, what the engine is asked."""
 import math
 
 import numpy as np
@@ -10,15 +10,15 @@ from tests.conftest import small_config
 
 
 def spy_steps(sim):
-    """The steps array passed to every trainer.train call."""
+    """The steps array passed to every engine.train call."""
     calls = []
-    orig = sim.trainer.train
+    orig = sim.engine.train
 
     def train(bank, active, steps, *args):
         calls.append(np.asarray(steps).copy())
         return orig(bank, active, steps, *args)
 
-    sim.trainer.train = train
+    sim.engine.train = train
     return calls
 
 
@@ -69,9 +69,9 @@ class Box:
 def boxed_trainer(base):
     """The vectorized engine keeping its rows in a Box, as an engine holding them elsewhere would:
     every bank operation is overridden; a caller that touched the bank itself would fail."""
-    from dfl.engines.vectorized import VectorizedTrainer
+    from dfl.engines.vectorized import VectorizedEngine
 
-    class Boxed(VectorizedTrainer):
+    class Boxed(VectorizedEngine):
         def place(self, bank):
             return Box(bank)
 
@@ -117,8 +117,8 @@ def test_the_round_loop_only_uses_the_engines_bank_operations(changes):
     ref = Simulation(cfg)
     want = ref.run()
     sim = Simulation(cfg)
-    sim.trainer = boxed_trainer(sim.trainer)
-    sim.state = type(sim.state)(round=0, bank=sim.trainer.place(sim.state.bank))
+    sim.engine = boxed_trainer(sim.engine)
+    sim.state = type(sim.state)(round=0, bank=sim.engine.place(sim.state.bank))
     got = sim.run()
     drop = ("train_s", "exchange_s", "eval_s", "wall_s")
     assert [{k: v for k, v in r.items() if k not in drop} for r in got] == \

@@ -41,7 +41,7 @@ class RoundContext:
     gossip_steps: int
     lr: float
     local_steps: int
-    #: The engine's bank operations (the trainer); in-process tensors where nothing mixes banks.
+    #: The engine's bank operations; in-process tensors where nothing mixes banks.
     ops: BankOps = field(default_factory=BankOps)
 
     def mix(self, X: Any) -> Any:

@@ -102,7 +102,7 @@ def _engine_row(cfg: Config, fed: Any, repeat: int) -> dict[str, Any]:
 
     sim = Simulation(cfg, fed=fed)
     try:
-        info = sim.trainer.describe()
+        info = sim.engine.describe()
         return {"s_per_round": _timeit(sim.step, repeat), "strategy": info.get("strategy"),
                 "chunk_size": info.get("chunk_size"), "memory_estimate_mb": info.get("memory_estimate_mb")}
     finally:

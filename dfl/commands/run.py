@@ -131,8 +131,8 @@ def _run_one(cfg, out: Path, *, quiet: bool, title: str, resume_state: Optional[
     sim = sim if sim is not None else Simulation(cfg)
     if resume_state is not None:
         results.check_state(resume_state, (len(sim.steps), sim.layout.size), sim.cfg.rounds, out)
-    if not quiet and sim.trainer.summary_line():  # the engine's choices and memory estimate
-        print(f"dfl: {sim.trainer.summary_line()}", file=sys.stderr)
+    if not quiet and sim.engine.summary_line():  # the engine's choices and memory estimate
+        print(f"dfl: {sim.engine.summary_line()}", file=sys.stderr)
     trackers = tracking.start(sim.cfg, out, title=title,  # [logging]: callbacks beside the writer
                               start_round=int(resume_state["round"]) if resume_state is not None else 0)
     writer = results.RunDir(out, sim.cfg, resume=resume_state is not None)

@@ -1,15 +1,15 @@
 """What every engine shares: the clients' data on the device and the round's batches.
 
-An engine (trainer) runs the local steps of all active clients of one round:
+An engine runs the local steps of all active clients of one round:
 
-    bank, losses = trainer.train(bank, active, steps, lr, round_, correction)
+    bank, losses = engine.train(bank, active, steps, lr, round_, correction)
 
 bank is the (n, d) parameter bank (updated and returned), active a (n,) bool numpy mask, steps
 the (n,) number of local steps of each client this round, losses the (n,) mean training loss of
-each client (nan when it did not train). Per-client optimizer state stays inside the trainer
+each client (nan when it did not train). Per-client optimizer state stays inside the engine
 (``state_dict`` / ``load_state_dict`` for checkpoints). Whatever else a run does to banks (mix,
-combine, copy, take rows, evaluate, gather for a checkpoint) is an operation of the trainer too,
-with in-process defaults here, so that an engine may keep the rows elsewhere (``Trainer``).
+combine, copy, take rows, evaluate, gather for a checkpoint) is an operation of the engine too,
+with in-process defaults here, so that an engine may keep the rows elsewhere (``Engine``).
 """
 from __future__ import annotations
 
@@ -155,18 +155,18 @@ class RunSettings:
     """What an engine is told about the run beyond local training.
 
     Attributes:
-        engine: the ``[engine]`` table (a Ray engine's address and actor shape).
+        engine_config: the ``[engine]`` table (a Ray engine's address and actor shape).
         evaluation: the clients' local test sets; None when there are none (pooled training).
         engine_rows: the clients' rows may stay with the engine between rounds (gossip, whose
             mixing the engine does); False when the driver's algorithm reads them (server averaging).
     """
 
-    engine: EngineConfig = EngineConfig()
+    engine_config: EngineConfig = EngineConfig()
     evaluation: Optional[LocalEval] = None
     engine_rows: bool = True
 
 
-class Trainer(BankOps):
+class Engine(BankOps):
     """Interface of the engines (see the module docstring).
 
     Besides training, an engine owns the bank's operations (``BankOps``: mix, combine, copy,

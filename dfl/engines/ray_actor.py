@@ -1,8 +1,8 @@
-"""The Ray actor of engine.backend = "ray": one block of clients, trained with the vectorized trainer.
+"""The Ray actor of engine.backend = "ray": one block of clients, trained with the vectorized engine.
 
 An actor hosts the contiguous clients lo..hi-1 of the federation. Its models live in named
 *slots*, each a (hi - lo, d) tensor: the driver's ``RayBank`` handle is a linear combination
-sum_k c_k S_k of slot names, so D-PSGD's ``W^Q x + (after - before)`` (``RayTrainer.combine``)
+sum_k c_k S_k of slot names, so D-PSGD's ``W^Q x + (after - before)`` (``RayEngine.combine``)
 is evaluated row-block-wise inside the actors, never gathered. Slots are immutable: training and
 gossip write new ones, and the driver tells the actor which slots are still referenced.
 
@@ -13,7 +13,7 @@ Gossip step (two phases; Ray resolves the arguments, so no actor waits on anothe
                its neighbours published for it; for Q > 1 it publishes the result for step q + 1.
 
 This module imports ray only for ``ray.get_gpu_ids`` inside the actor; it is loaded in the
-actor processes and by ray_backend.py (never by dfl.engines at import time).
+actor processes and by ray_engine.py (never by dfl.engines at import time).
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from ..faults import finite_rows
 from ..gossip import as_operator
 from ..metrics import evaluate_clients
 from .base import ClientData, pad_indices
-from .vectorized import VectorizedTrainer
+from .vectorized import VectorizedEngine
 
 Terms = Sequence[tuple[str, float]]
 
@@ -67,7 +67,7 @@ def pick_device(name: str) -> torch.device:
 
 
 class ClientBlock:
-    """Clients lo..hi-1 of a run: their data, optimizer state (a VectorizedTrainer) and model slots."""
+    """Clients lo..hi-1 of a run: their data, optimizer state (a VectorizedEngine) and model slots."""
 
     def __init__(self) -> None:
         self.ready = False  # an actor starts empty (and restarts empty): ``setup`` gives it clients
@@ -86,7 +86,7 @@ class ClientBlock:
                           augment=spec["augment"])
         self.model = spec["model"].to(self.device)
         self.layout = spec["layout"]
-        self.trainer = VectorizedTrainer(self.model, self.layout, data, spec["optimizer"], spec["hparams"],
+        self.engine = VectorizedEngine(self.model, self.layout, data, spec["optimizer"], spec["hparams"],
                                          self.device, spec["chunk_size"], local=spec["local"])
         self.eval: Optional[tuple[torch.Tensor, ...]] = None
         if spec["eval"] is not None:
@@ -147,11 +147,11 @@ class ClientBlock:
 
     @needs_setup
     def opt_state(self) -> dict[str, Any]:
-        return torch.utils._pytree.tree_map(lambda t: t.cpu(), self.trainer.state_dict())
+        return torch.utils._pytree.tree_map(lambda t: t.cpu(), self.engine.state_dict())
 
     @needs_setup
     def load_opt(self, state: dict[str, Any]) -> bool:
-        self.trainer.load_state_dict(state)
+        self.engine.load_state_dict(state)
         return True
 
     @needs_setup
@@ -179,14 +179,14 @@ class ClientBlock:
 
         bad = np.zeros(self.hi - self.lo, dtype=bool)
         bad[np.asarray(local, dtype=np.int64)] = True
-        reset_state(self.trainer, bad)
+        reset_state(self.engine, bad)
         return True
 
     # ------------------------------------------------------------------ a round
     @needs_setup
     def train(self, out: str, terms: Terms, active: np.ndarray, steps: np.ndarray, lr: float, round_: int,
               correction: Optional[Correction]) -> np.ndarray:
-        """Local training of this block (the vectorized trainer); writes slot `out`, returns losses.
+        """Local training of this block (the vectorized engine); writes slot `out`, returns losses.
 
         A row that is not finite afterwards reports a nan loss (the driver never sees the row).
         """
@@ -195,7 +195,7 @@ class ClientBlock:
             d = correction.direction
             correction = Correction(correction.grad_scale, d if d.dim() == 1 else d[sl])
         rows = self.rows(terms).clone()
-        rows, losses = self.trainer.train(rows, active[sl], steps[sl], lr, round_, correction)
+        rows, losses = self.engine.train(rows, active[sl], steps[sl], lr, round_, correction)
         losses[~finite_rows(rows).cpu().numpy()] = np.nan
         self.slots[out] = rows
         return losses

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from .. import optim
 from ..algorithms import Correction
 from ..optim.shell import ShellHooks
-from .base import ENGINES, Trainer
+from .base import ENGINES, Engine
 from .plan import autocast
 
 
@@ -48,7 +48,7 @@ def closure(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor,
 
 
 @ENGINES.register("serial")
-class SerialTrainer(Trainer):
+class SerialEngine(Engine):
     """One model copy and one torch.optim optimizer per client, clients one after another."""
 
     def __init__(self, *args: Any, **kwargs: Any):

@@ -29,7 +29,7 @@ from .. import optim
 from ..algorithms import Correction
 from ..errors import ConfigError
 from . import malloc, plan
-from .base import ENGINES, Trainer, host_to_device
+from .base import ENGINES, Engine, host_to_device
 
 
 def _where(mask: torch.Tensor, new: Any, old: Any) -> Any:
@@ -117,7 +117,7 @@ def check_fits(per_client: int, chunk_size: int, room: int, device: torch.device
 
 
 @ENGINES.register("vectorized")
-class VectorizedTrainer(Trainer):
+class VectorizedEngine(Engine):
     """Local training of all clients in chunks: vmap over a chunk's clients, or one client after
     another with the same functional step (``engine.strategy``; dfl/engines/plan.py)."""
 

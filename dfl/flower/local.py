@@ -27,7 +27,7 @@ from ..bank import Layout
 from ..config import Config
 from ..data import FederatedData, load_federated
 from ..engines import ClientData
-from ..engines.serial import SerialTrainer
+from ..engines.serial import SerialEngine
 from ..errors import DataError
 from ..metrics import evaluate
 from ..results import plain, safe_load
@@ -105,7 +105,7 @@ class OneClientData(ClientData):
 
 
 class LocalClient:
-    """Model, layout and serial trainer of one client; optimizer state in and out as bytes."""
+    """Model, layout and serial engine of one client; optimizer state in and out as bytes."""
 
     def __init__(self, cfg: Config, shard: Shard, device: Optional[torch.device] = None):
         self.cfg, self.shard = cfg, shard
@@ -119,7 +119,7 @@ class LocalClient:
         # compressed gossip) does not apply; the node trains as the serial engine does
         algo = ALGORITHMS[cfg.algorithm.name](cfg.replace(**{"engine.backend": "serial"}), cfg.data.num_clients, 1)
         hp = optimizer_hparams(cfg, algo.optimizer_overrides())
-        self.trainer = SerialTrainer(self.model, self.layout, self.data, cfg.local.optimizer, hp, self.device,
+        self.engine = SerialEngine(self.model, self.layout, self.data, cfg.local.optimizer, hp, self.device,
                                      local=local_options(cfg))
         self.steps = int(client_steps(cfg, algo, np.array([len(shard.y_train)]), batch)[0])
         self.schedule = optim.schedule(cfg.local.schedule, cfg.local.lr, decay=cfg.local.lr_decay,
@@ -128,7 +128,7 @@ class LocalClient:
     def train(self, row: torch.Tensor, round_: int, correction: Optional[Correction]) -> tuple[torch.Tensor, float]:
         """K local steps from `row` in round `round_` (0-based); returns (new row, mean loss)."""
         bank = row.reshape(1, -1).to(self.device).clone()
-        bank, losses = self.trainer.train(bank, np.array([True]), np.array([self.steps]),
+        bank, losses = self.engine.train(bank, np.array([True]), np.array([self.steps]),
                                           self.schedule(round_), round_, correction)
         return bank[0], float(losses[0])
 
@@ -139,12 +139,12 @@ class LocalClient:
 
     def save_state(self) -> bytes:
         buf = io.BytesIO()
-        torch.save(plain(self.trainer.state_dict()), buf)
+        torch.save(plain(self.engine.state_dict()), buf)
         return buf.getvalue()
 
     def load_state(self, blob: bytes) -> None:
         """The node's optimizer state from save_state's bytes, read with weights_only (tensors and
         plain values): bytes carrying anything else are refused, never unpickled into objects."""
         if blob:
-            self.trainer.load_state_dict(safe_load(io.BytesIO(blob), "node state", what="optimizer state",
+            self.engine.load_state_dict(safe_load(io.BytesIO(blob), "node state", what="optimizer state",
                                                    map_location=self.device))

@@ -1,15 +1,15 @@
 """engine.backend = "ray": blocks of clients on Ray actors, gossip peer to peer through the object store.
 
 Placement: the n clients are split into k contiguous blocks, one per actor (``ray_actor.ClientBlock``),
-each trained with the vectorized trainer. k = ceil(n / engine.clients_per_actor), or by default
+each trained with the vectorized engine. k = ceil(n / engine.clients_per_actor), or by default
 one actor per GPU share (engine.gpus_per_actor; 1 if the cluster has GPUs) or per
 engine.cpus_per_actor CPUs. Batches come from per-client random streams keyed by the global client
 id, so the run gives the vectorized backend's numbers whatever the placement.
 
 The bank never sits in the driver: ``place`` turns it into a ``RayBank``, a handle to a linear
-combination of actor-held slots, and the trainer's bank operations (dfl.gossip.BankOps) work on
+combination of actor-held slots, and the engine's bank operations (dfl.gossip.BankOps) work on
 handles: a round is train (in the actors) then the algorithm's aggregate, whose gossip goes
-through ``RayTrainer.mix`` (RoundContext.mix): Q two-phase exchanges in which each actor
+through ``RayEngine.mix`` (RoundContext.mix): Q two-phase exchanges in which each actor
 publishes the rows its graph neighbours need and computes its rows of W x from them; D-PSGD's
 W^Q x^before + (x^after - x^before) is ``combine``, a new handle (the actors add the slots when
 they read it). Evaluation reduces in the actors: x_bar = (1/n) sum_i x_i and, in float64,
@@ -42,7 +42,7 @@ import ray
 
 from ..errors import DflError
 from . import ray_session
-from .base import Trainer
+from .base import Engine
 from .ray_actor import NotReady
 
 #: Recoveries tried per operation.
@@ -59,23 +59,23 @@ def _actor_failure(exc: BaseException) -> bool:
 
 class RayBank:
     """Handle of a bank held by the actors: sum_k c_k S_k over slot names, evaluated lazily in
-    the actors (``RayTrainer.combine`` builds new ones). Slots stay alive while a handle names them."""
+    the actors (``RayEngine.combine`` builds new ones). Slots stay alive while a handle names them."""
 
-    def __init__(self, trainer: "RayTrainer", terms: tuple[tuple[str, float], ...]):
-        self.trainer, self.terms = trainer, terms
+    def __init__(self, engine: "RayEngine", terms: tuple[tuple[str, float], ...]):
+        self.engine, self.terms = engine, terms
         names = [name for name, _ in terms]
-        trainer._acquire(names)
-        weakref.finalize(self, trainer._release, names)
+        engine._acquire(names)
+        weakref.finalize(self, engine._release, names)
 
 
-class RayTrainer(Trainer):
+class RayEngine(Engine):
     """The clients' local training and gossip on Ray actors (see the module docstring)."""
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.n = self.data.n
         self.restarts = 0
-        self.engine = self.settings.engine
+        self.engine_config = self.settings.engine_config
         self.actors: list[Any] = []
         self.blocks: list[tuple[int, int]] = []
         self._live: Counter[str] = Counter()
@@ -130,9 +130,9 @@ class RayTrainer(Trainer):
     # ------------------------------------------------------------------ actors
     def _start(self) -> None:
         gc.collect()  # a finished run's actors, if only a reference cycle still held them
-        owned = ray_session.connect(self.engine)
+        owned = ray_session.connect(self.engine_config)
         try:
-            k, cpus, gpus = ray_session.placement(self.n, self.engine, ray_session.free_resources())
+            k, cpus, gpus = ray_session.placement(self.n, self.engine_config, ray_session.free_resources())
             self._spec_ref = ray.put(self._spec(cpus))  # kept: restarted actors rebuild from it
             bounds = np.linspace(0, self.n, k + 1).round().astype(int)
             self.blocks = [(int(bounds[i]), int(bounds[i + 1])) for i in range(k)]
@@ -168,8 +168,8 @@ class RayTrainer(Trainer):
                 "layout": self.layout, "optimizer": self.optimizer, "hparams": self.hparams, "local": self.local,
                 "chunk_size": self.chunk_size, "seed": d.seed, "batch_size": d.batch_size, "augment": d.augment,
                 "num_classes": d.num_classes, "x": d.x.cpu(), "y": d.y.cpu(), "train_parts": parts,
-                "eval": self._eval_spec(), "device": self.engine.device,
-                "threads": self.engine.threads or max(1, math.ceil(cpus))}
+                "eval": self._eval_spec(), "device": self.engine_config.device,
+                "threads": self.engine_config.threads or max(1, math.ceil(cpus))}
 
     def _eval_spec(self) -> Optional[tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]]:
         """The local test sets the actors evaluate their rows on (None: the driver evaluates)."""
@@ -228,7 +228,7 @@ class RayTrainer(Trainer):
         self._snap = self._op(snap, mutating=False)
         self._log = []
 
-    # ------------------------------------------------------------------ Trainer interface
+    # ------------------------------------------------------------------ Engine interface
     def train(self, bank, active, steps, lr, round_, correction):
         handle = bank if isinstance(bank, RayBank) else self._scatter(bank)
         if self.actors:
