@@ -258,7 +258,7 @@ class Simulation:
         self.client_data = ClientData(parts.train_fed, parts.device, parts.cfg.seed, parts.batch,
                                       augment=parts.cfg.data.augment)
         self.engine = make_engine(parts, self.client_data)
-        self.system = system_mod.from_simulation(parts.cfg, self)  # None unless [system] enabled
+        self.system = system_mod.from_parts(parts)  # None unless [system] enabled
         self.state = RunState(round=0, bank=self.engine.place(parts.initial_bank()))
 
     def __getattr__(self, name: str) -> Any:

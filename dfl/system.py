@@ -38,7 +38,7 @@ import networkx as nx
 import numpy as np
 
 from . import rng
-from .config import Config, SystemConfig
+from .config import SystemConfig
 from .errors import ConfigError
 
 #: Forward-backward passes per local step of each optimizer (see the module docstring).
@@ -211,11 +211,10 @@ class SystemModel:
         self.elapsed = float((state or {}).get("elapsed", 0.0))
 
 
-def from_simulation(cfg: Config, sim: Any) -> Optional[SystemModel]:
-    """The run's SystemModel when [system] is enabled, else None."""
+def from_parts(parts: Any) -> Optional[SystemModel]:
+    """The run's SystemModel (dfl.simulation.Parts) when [system] is enabled, else None."""
+    cfg, algo = parts.cfg, parts.algo
     if not cfg.system.enabled:
         return None
-    algo = sim.algo
-    message = algo.message_bytes(sim.model_bytes) if hasattr(algo, "message_bytes") else sim.model_bytes
-    return SystemModel(cfg.system, cfg.seed, algo.n, sim.client_data.batch_size, cfg.local.optimizer,
-                       algo.centralized, sim.model_bytes, message, cfg.algorithm.gossip_steps)
+    return SystemModel(cfg.system, cfg.seed, algo.n, parts.batch, cfg.local.optimizer, algo.centralized,
+                       parts.model_bytes, algo.message_bytes(parts.model_bytes), cfg.algorithm.gossip_steps)

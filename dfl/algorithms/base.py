@@ -151,6 +151,10 @@ class Algorithm:
     def comm_mb(self, ctx: RoundContext, model_bytes: int) -> float:
         raise NotImplementedError
 
+    def message_bytes(self, model_bytes: int) -> int:
+        """Bytes of one client's message in one exchange: the float32 model unless compressed."""
+        return model_bytes
+
     def state_dict(self) -> dict[str, Any]:
         return {}
 
