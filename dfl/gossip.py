@@ -25,8 +25,6 @@ Operator = Union[torch.Tensor, np.ndarray]
 #: SPARSE_MIN_N ** 2 entries: a block of W's rows follows the rule of the square it could be).
 SPARSE_DENSITY = 0.1
 SPARSE_MIN_N = 64
-#: Above this many clients W is built sparse from the start (a dense 1e5 x 1e5 W is 80 GB).
-DENSE_MAX_N = 4096
 
 
 def as_operator(W: Operator, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
@@ -107,7 +105,7 @@ class RoundGraph:
 
     Attributes:
         graph: the round's graph (after failed links or lost nodes; all n nodes kept).
-        W: topologies' mixing matrix on it: numpy, scipy sparse above DENSE_MAX_N nodes.
+        W: topologies' mixing matrix on it: numpy, scipy sparse above topologies.DENSE_MAX_N nodes.
         operator: W as a torch operator on the run's device (``as_operator``).
         degrees: (n,) degrees, in-degrees on a directed graph (arc j -> i: i pulls x_j), so that
             gossip bytes = Q * models received.
@@ -146,8 +144,7 @@ class Mixing:
     def _round_graph(self, t: int, lost: frozenset[int]) -> RoundGraph:
         G = without_nodes(self.surviving(self.graphs.graph(t), t), lost)
         n = G.number_of_nodes()
-        W = (topologies.mixing_matrix if n <= DENSE_MAX_N else topologies.mixing_matrix_sparse)(G, rule=self.rule,
-                                                                                             **self.params)
+        W = topologies.mixing_matrix_auto(G, self.rule, **self.params)
         deg = np.array([d for _, d in sorted(G.in_degree() if G.is_directed() else G.degree())], dtype=np.float64)
         keep = np.array([i for i in range(n) if i not in lost], dtype=np.int64)
         gap = topologies.spectral_gap(W[np.ix_(keep, keep)] if lost else W) if len(keep) else 0.0

@@ -162,9 +162,9 @@ def test_time_varying_topology_mixes_with_one_matching_per_round():
 
 
 def test_large_federations_use_a_sparse_w_with_the_same_metrics(monkeypatch):
-    import dfl.gossip as gossip
+    import topologies.mixing
     dense = run(training_config(**{"algorithm.name": "dfedsam", "data.holdout_fraction": 0.0}))
-    monkeypatch.setattr(gossip, "DENSE_MAX_N", 4)  # pretend 6 clients is a huge federation
+    monkeypatch.setattr(topologies.mixing, "DENSE_MAX_N", 4)  # pretend 6 clients is a huge federation
     sim = Simulation(training_config(**{"algorithm.name": "dfedsam", "data.holdout_fraction": 0.0}))
     assert sim.mixing(0).operator.layout == torch.sparse_csr
     assert_same_history(dense, sim.run(), tol=1e-6)

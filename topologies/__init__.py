@@ -14,7 +14,7 @@ from __future__ import annotations
 from .catalog import build, build_sequence, is_time_varying, names, sequence_for
 from .errors import TopologyError, unknown_name
 from .generators import check_connected
-from .mixing import effective_rule, mixing_matrix, mixing_matrix_sparse, mixing_rules
+from .mixing import DENSE_MAX_N, effective_rule, mixing_matrix, mixing_matrix_auto, mixing_matrix_sparse, mixing_rules
 from .plotting import plot
 from .report import describe, period_gap
 from .spectra import (consensus_contraction, contraction_factor, effective_gap, eigenvalues,
@@ -22,10 +22,10 @@ from .spectra import (consensus_contraction, contraction_factor, effective_gap, 
 from .timevarying import GraphSequence, constant_sequence
 
 __all__ = [
-    "GraphSequence", "TopologyError", "build", "build_sequence", "check_connected",
+    "DENSE_MAX_N", "GraphSequence", "TopologyError", "build", "build_sequence", "check_connected",
     "consensus_contraction", "constant_sequence", "contraction_factor", "describe",
     "effective_gap", "effective_rule", "eigenvalues", "is_time_varying", "mixing_matrix",
-    "mixing_matrix_sparse", "mixing_rules", "mixing_time", "names", "period_gap", "plot",
+    "mixing_matrix_auto", "mixing_matrix_sparse", "mixing_rules", "mixing_time", "names", "period_gap", "plot",
     "second_largest_modulus", "sequence_for",
     "spectral_gap", "unknown_name",
 ]

@@ -237,3 +237,15 @@ def mixing_matrix_sparse(G: nx.Graph, rule: str = "metropolis", **params: Any) -
     """`mixing_matrix` as a scipy.sparse CSR matrix (O(n + edges) memory, for large n)."""
     W = _apply(G, rule, params)
     return W if sp.issparse(W) else sp.csr_matrix(W)
+
+
+DENSE_MAX_N = 4096
+"""Largest graph whose W `mixing_matrix_auto` builds dense (4096^2 float64 = 128 MiB); above it W
+is scipy sparse CSR (a dense W of 1e5 nodes would be 80 GB)."""
+
+
+def mixing_matrix_auto(G: nx.Graph, rule: str = "metropolis", **params: Any):
+    """`mixing_matrix` (numpy) up to DENSE_MAX_N nodes, `mixing_matrix_sparse` above: the one
+    size rule every caller that builds W for a run or a report follows."""
+    build = mixing_matrix if G.number_of_nodes() <= DENSE_MAX_N else mixing_matrix_sparse
+    return build(G, rule, **params)

@@ -13,7 +13,7 @@ import networkx as nx
 import numpy as np
 
 from .catalog import build, build_sequence, is_time_varying
-from .mixing import effective_rule, mixing_matrix, mixing_matrix_sparse
+from .mixing import effective_rule, mixing_matrix_auto
 from .spectra import (DENSE_MAX, consensus_contraction, contraction_factor, effective_gap,
                       mixing_time, spectral_gap)
 
@@ -85,7 +85,7 @@ def describe(name: str, n: int, rule: str = "metropolis", q: int = 1, seed: int 
     else:
         G = build(name, n, seed, **params)
     mp = dict(mixing_params or {})
-    W = mixing_matrix(G, rule, **mp) if n <= DENSE_MAX else mixing_matrix_sparse(G, rule, **mp)
+    W = mixing_matrix_auto(G, rule, **mp)
     gap = spectral_gap(W)
     directed = G.is_directed()
     degrees = [d for _, d in (G.in_degree() if directed else G.degree())]
