@@ -51,7 +51,6 @@ class GraphSequence:
         self.name, self.n, self.period, self.time_varying = name, n, period, time_varying
         self.expected_gap, self.mean_square_factor = expected_gap, mean_square_factor
         self._make = make
-        self._mixing_cache: dict[tuple, Any] = {}
 
     def graph(self, t: int) -> nx.Graph:
         """The graph of round t (t >= 0)."""
@@ -59,17 +58,11 @@ class GraphSequence:
         return self._make(t % self.period if self.period else t)
 
     def mixing(self, t: int, rule: str = "metropolis", sparse: bool = False, **params: Any):
-        """Mixing matrix of round t under `rule` and its `params` (cached over one period for
-        periodic sequences)."""
+        """Mixing matrix of round t under `rule` and its `params` (built on each call: a run keeps
+        the W it uses in dfl.gossip.Mixing)."""
         from .mixing import mixing_matrix, mixing_matrix_sparse
 
-        fn = mixing_matrix_sparse if sparse else mixing_matrix
-        if not self.period:
-            return fn(self.graph(t), rule, **params)
-        key = (t % self.period, rule, sparse, tuple(sorted(params.items())))
-        if key not in self._mixing_cache:
-            self._mixing_cache[key] = fn(self.graph(t), rule, **params)
-        return self._mixing_cache[key]
+        return (mixing_matrix_sparse if sparse else mixing_matrix)(self.graph(t), rule, **params)
 
     def __repr__(self) -> str:
         return f"GraphSequence({self.name!r}, n={self.n}, period={self.period})"
