@@ -123,27 +123,8 @@ def neighbour_rows(ops: BankOps, bank: Any, fallback: Any, bad: np.ndarray, G: n
 
 
 def reset_state(engine: Any, bad: np.ndarray) -> None:
-    """Clear the local optimizer state (momentum, EMA, ...) of the bad clients.
-
-    Engines may define ``reset_clients(indices)``; otherwise the vectorized engine's per-client
-    state tensors get their non-finite entries zeroed and the serial engine's per-client optimizer
-    is dropped (rebuilt fresh on its next round).
-    """
-    idx = np.flatnonzero(bad)
-    if hasattr(engine, "reset_clients"):
-        engine.reset_clients(idx)
-        return
-    state = getattr(engine, "state", None)
-    if state is not None:
-        for leaf in torch.utils._pytree.tree_leaves(state):
-            if isinstance(leaf, torch.Tensor) and leaf.dim() > 0 and leaf.is_floating_point():
-                rows = leaf[idx]
-                leaf[idx] = torch.where(torch.isfinite(rows), rows, torch.zeros_like(rows))
-    for name in ("models", "opts"):
-        clients = getattr(engine, name, None)
-        if isinstance(clients, list):
-            for i in idx:
-                clients[int(i)] = None
+    """Clear the local optimizer state (momentum, EMA, ...) of the bad clients (Engine.reset_clients)."""
+    engine.reset_clients(np.flatnonzero(bad))
 
 
 def handle_divergence(on_nan: str, engine: Any, bad: np.ndarray, losses: np.ndarray, round_: int,

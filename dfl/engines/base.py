@@ -233,5 +233,9 @@ class Engine(BankOps):
         """Engine numbers added to every round's metrics (e.g. Ray's actor_restarts)."""
         return {}
 
+    def reset_clients(self, idx: np.ndarray) -> None:
+        """Clear the local optimizer state (momentum, EMA, ...) of clients ``idx`` after they
+        diverged (faults.on_nan = "skip_client"); nothing to clear when it starts over every round."""
+
     def close(self) -> None:
         """Release what the engine holds (actors, a local Ray); a no-op for in-process engines."""

@@ -98,6 +98,11 @@ class SerialEngine(Engine):
     def describe(self):
         return {"strategy": "serial", "precision": self.local.precision}
 
+    def reset_clients(self, idx):
+        """Drop the clients' model copies and optimizers: rebuilt fresh on their next round."""
+        for i in idx:
+            self.models[int(i)] = self.opts[int(i)] = None
+
     def state_dict(self):
         if self.local.reset_state:  # a new optimizer every round: nothing carries over
             return {}

@@ -283,6 +283,15 @@ class VectorizedEngine(Engine):
         if self.local.clip_grad_norm:
             clip_rows_(grads, self.local.clip_grad_norm)
 
+    def reset_clients(self, idx):
+        """Zero the non-finite entries of the clients' state rows (the finite ones are kept)."""
+        if self.state is None:
+            return
+        for leaf in torch.utils._pytree.tree_leaves(self.state):
+            if isinstance(leaf, torch.Tensor) and leaf.dim() > 0 and leaf.is_floating_point():
+                rows = leaf[idx]
+                leaf[idx] = torch.where(torch.isfinite(rows), rows, torch.zeros_like(rows))
+
     def state_dict(self):
         """The kept optimizer state; empty with reset_state (each round starts from opt.init)."""
         return {} if self.state is None else {"opt_state": self.state}
