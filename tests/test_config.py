@@ -3,7 +3,7 @@ import pytest
 
 from dfl.config import Config, dumps_toml, from_dict, parse_overrides, to_dict
 from dfl.plots import algo_color
-from dfl.rundir import load_run
+from dfl.rundir.read import load_run
 from tests.conftest import small_config
 
 
