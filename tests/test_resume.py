@@ -116,7 +116,7 @@ def test_checkpoint_cadence(monkeypatch, tmp_path):
     from dfl.config import Config
 
     now = [0.0]
-    monkeypatch.setattr(results, "clock", lambda: now[0])
+    monkeypatch.setattr(write, "clock", lambda: now[0])
     saved = []
     monkeypatch.setattr(write.RunDir, "checkpoint",
                         lambda self, round_, state: (saved.append(round_), setattr(self, "saved_round", round_),
