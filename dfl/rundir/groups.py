@@ -143,7 +143,7 @@ SHORT_KEYS = {"algorithm.gossip_steps": "Q", "local.rho": "ρ", "local.local_ste
 BARE_KEYS = ("topology.name", "data.name", "model.name", "data.partition", "name")
 _FIRST = ("algorithm", "topology.name", "algorithm.gossip_steps")
 _GRAPH_KEYS = ("topology.", "algorithm.gossip_steps")
-#: Config keys of optimizer hyperparameters: the flat ones and those under [local.params].
+#: The optimizer hyperparameters' flat config keys ("local.rho"; any other is "local.params.<name>").
 _HYPER_KEYS = tuple(f"local.{name}" for name in LocalConfig.flat_params)
 
 

@@ -38,7 +38,8 @@ class Run:
 
     `config` is the raw nested dict of config.toml; `metrics` maps each key seen in
     metrics.jsonl to a float array with one entry per evaluated round (NaN where a row lacks
-    the key or holds null, e.g. sharpness measured every k rounds).
+    the key or holds null, e.g. sharpness measured every k rounds); `facts` says what its
+    method is (label, centralized, variant, the optimizer's hyperparameters).
     """
 
     path: Path

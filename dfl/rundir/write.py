@@ -44,7 +44,7 @@ def _jsonable(v: Any) -> Any:
 
 
 def peak_memory_mb() -> float:
-    """Peak resident memory of this process (MB); on CUDA also the peak allocated memory."""
+    """Peak resident memory of this process (MB); RunDir.finish adds CUDA's peak allocated memory."""
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KB on Linux
     return float(rss)
 
