@@ -46,7 +46,8 @@ def load_runs(paths: Union[str, os.PathLike, Iterable[Union[str, os.PathLike]]])
     """
     pd = _pandas()
     from .config import Config
-    from .rundir import flat_keys, group_runs, load_runs as read_runs
+    from .rundir.groups import flat_keys, group_runs
+    from .rundir.read import load_runs as read_runs
 
     paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     runs = read_runs([Path(p) for p in paths])

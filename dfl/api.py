@@ -41,17 +41,18 @@ def run(config: Union[Config, dict[str, Any], str, Path], out: Optional[Union[st
             installed), before the run directory is touched; or, for a sweep, runs that failed
             (after the others finished; each failed run's error.txt says why).
     """
-    from . import results, sweep
+    from . import sweep
     from .commands.run import preflight, run_one
+    from .rundir.write import check_out, prepare
 
     raw, source, default = _raw(config)
     for key, value in (overrides or {}).items():
         sweep._set(raw, key, value)
     axes, variants = sweep.expand(raw, source)
     out = Path(out) if out is not None else Path("runs") / default
-    results.check_out(out, overwrite=overwrite)
+    check_out(out, overwrite=overwrite)
     sim = preflight([v.config for v in variants], keep=not axes)
-    results.prepare(out, overwrite=overwrite)
+    prepare(out, overwrite=overwrite)
     if not axes:
         run_one(variants[0].config, out, quiet=quiet, sim=sim)
         return sim.history

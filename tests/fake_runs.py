@@ -5,6 +5,10 @@
     write_metrics(run, rows)          RUN/metrics.jsonl holding ``rows``
     edit_metrics(run, **values)       every row of RUN/metrics.jsonl updated (a callable: of the row)
     edit_config(run, old, new)        one piece of RUN/config.toml's text replaced
+
+Their manifest.json records the method's facts as `dfl run` does (dfl.methods.describe of the
+config; refreshed by edit_config), unless written with ``facts=False``: a run directory
+written by hand or by an older version, which readers name by asking the registries.
 """
 from __future__ import annotations
 
@@ -13,7 +17,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from dfl.config import dumps_toml
+from dfl import methods
+from dfl.config import dumps_toml, read_toml
 from tests.helpers import read_metrics
 
 ALGOS = {"dfedsam": "DFedSAM", "dfedavg": "DFedAvg", "fedavg": "FedAvg"}
@@ -44,8 +49,10 @@ def fake_metrics(algo: str, topo: str, q: int, seed: int, rounds: int = 10, extr
 
 
 def write_run(path: Path, algo: str = "dfedsam", topo: str = "ring", q: int = 1, seed: int = 0, rounds: int = 10,
-              extra: tuple[str, ...] = (), drop: tuple[str, ...] = (), summary: bool = True) -> Path:
-    """A run directory as `dfl run` writes it."""
+              extra: tuple[str, ...] = (), drop: tuple[str, ...] = (), summary: bool = True,
+              facts: bool = True) -> Path:
+    """A run directory as `dfl run` writes it; ``facts=False``: its manifest.json without the
+    method's facts (as a run directory written by hand or by an older version)."""
     path.mkdir(parents=True, exist_ok=True)
     cfg = {"seed": seed, "rounds": rounds, "eval_every": 1, "name": "",
            "data": {"name": "digits", "num_clients": 8, "partition": "dirichlet", "alpha": 0.3},
@@ -63,6 +70,8 @@ def write_run(path: Path, algo: str = "dfedsam", topo: str = "ring", q: int = 1,
                                                        "best": {"test_acc": best["test_acc"], "round": best["round"]}}))
     (path / "manifest.json").write_text(json.dumps({"dfl_version": "0.1.0", "device": "cpu", "seed": seed,
                                                     "peak_memory_mb": 123.0}))
+    if facts:
+        record_facts(path)
     return path
 
 
@@ -100,9 +109,21 @@ def edit_metrics(run: Path, **values: Any) -> Path:
 
 
 def edit_config(run: Path, old: str, new: str) -> Path:
-    """Replace ``old`` (which must be there) by ``new`` in RUN/config.toml; returns ``run``."""
+    """Replace ``old`` (which must be there) by ``new`` in RUN/config.toml, and the method's facts
+    in manifest.json if it records them; returns ``run``."""
     path = Path(run) / "config.toml"
     text = path.read_text()
     assert old in text, (old, text)
     path.write_text(text.replace(old, new))
+    if "method" in json.loads((Path(run) / "manifest.json").read_text()):
+        record_facts(run)
+    return run
+
+
+def record_facts(run: Path) -> Path:
+    """RUN/manifest.json with the method's facts of RUN/config.toml, as `dfl run` records them."""
+    manifest_path = Path(run) / "manifest.json"
+    config = read_toml(Path(run) / "config.toml")
+    facts = methods.describe(config["algorithm"]["name"], config["local"]["optimizer"])
+    manifest_path.write_text(json.dumps({**json.loads(manifest_path.read_text()), "method": facts.to_json()}))
     return run

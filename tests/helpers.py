@@ -93,13 +93,13 @@ def interrupted_run(cfg, out, stop_after: int = 2, before_checkpoint: bool = Fal
     """Run ``cfg`` into the run directory ``out`` (checkpointed as cfg says) and stop it with an
     exception after round ``stop_after`` (before_checkpoint: right after that round's metrics row,
     before its checkpoint step, as a kill there); returns ``out``."""
-    from dfl import results
+    from dfl.rundir.write import RunDir, prepare
     from dfl.simulation import Simulation
 
     out = Path(out)
     sim = Simulation(cfg)
-    results.prepare(out)
-    writer = results.RunDir(out, sim.cfg)
+    prepare(out)
+    writer = RunDir(out, sim.cfg)
 
     def on_round(s, row):
         writer.append(row)

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from dfl import results
 from dfl.cli import main
 from dfl.config import load_config
+from dfl.rundir.checkpoint import CHECKPOINT
 from dfl.simulation import Simulation
 from tests.helpers import (assert_same_history, assert_user_error, interrupted_run, read_metrics,
                            write_cifar_batch, write_config)
@@ -28,7 +28,7 @@ def test_run_writes_the_run_directory(config, tmp_path, capsys):
     assert main(["run", str(config), "--out", str(out), "--quiet"]) == 0
     rows = read_metrics(out)
     assert [r["round"] for r in rows] == [1, 2, 3]
-    for name in ("config.toml", "summary.json", "manifest.json", results.CHECKPOINT):
+    for name in ("config.toml", "summary.json", "manifest.json", CHECKPOINT):
         assert (out / name).is_file()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["final"]["round"] == 3 and summary["label"] == "DFedSAM, ring, Q=1"

@@ -3,7 +3,7 @@ import pytest
 
 from dfl.config import Config, dumps_toml, from_dict, parse_overrides, to_dict
 from dfl.plots import algo_color
-from dfl.rundir import load_run
+from dfl.rundir.read import load_run
 from tests.conftest import small_config
 
 
@@ -18,12 +18,9 @@ def test_label_names_the_optimizer_variant(algo, opt, label):
 
 
 def test_variants_get_their_own_colour(tmp_path):
-    from tests.fake_runs import write_run
+    from tests.fake_runs import edit_config, write_run
     sam = load_run(write_run(tmp_path / "a", "dfedsam", "ring", 1))
-    tram_dir = write_run(tmp_path / "b", "dfedsam", "ring", 1)
-    text = (tram_dir / "config.toml").read_text().replace('optimizer = "sam"', 'optimizer = "tram"')
-    (tram_dir / "config.toml").write_text(text)
-    tram = load_run(tram_dir)
+    tram = load_run(edit_config(write_run(tmp_path / "b", "dfedsam", "ring", 1), 'optimizer = "sam"', 'optimizer = "tram"'))
     assert (sam.method, tram.method) == ("dfedsam", "dfedsam+tram")
     assert algo_color(sam.method) != algo_color(tram.method)
 

@@ -70,9 +70,9 @@ def test_a_sweep_job_gets_its_share(machine, tmp_path, monkeypatch):
     """run_one with share=N (what each of --jobs N processes calls) uses CPUs // N threads."""
     from dfl.commands.run import run_one
     from dfl.config import load_config
-    from dfl import results
+    from dfl.rundir.write import prepare
 
     machine(set(range(4)))
-    out = results.prepare(tmp_path / "run")
+    out = prepare(tmp_path / "run")
     run_one(load_config(write(tmp_path)), out, quiet=True, share=2)
     assert json.loads((out / "manifest.json").read_text())["torch_threads"] == 2

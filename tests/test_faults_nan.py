@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from dfl import results
 from dfl.engines.vectorized import VectorizedEngine
 from dfl.errors import DivergedError
 from dfl.faults import diverged, finite_rows, neighbour_rows
 from dfl.gossip import BankOps
+from dfl.rundir.checkpoint import load_checkpoint
 from dfl.simulation import Simulation
 from tests.conftest import small_config
 from tests.helpers import assert_user_error, read_metrics, write_config
@@ -71,7 +71,7 @@ def test_stop_from_the_cli_keeps_the_last_good_checkpoint(tmp_path, capsys, monk
     out = tmp_path / "run"
     monkeypatch.setattr(VectorizedEngine, "train", poisoned(VectorizedEngine.train, 3, 2))
     assert_user_error(["run", str(cfg), "--out", str(out), "--quiet"], capsys, "client 3", "round 3")
-    state = results.load_checkpoint(out)
+    state = load_checkpoint(out)
     assert state["round"] == 2 and torch.isfinite(state["bank"]).all()
     assert [r["round"] for r in read_metrics(out)] == [1, 2]
 

@@ -78,7 +78,7 @@ def test_run_directory_has_dfl_format(tmp_path):
     assert manifest["runtime"] == "flower" and manifest["flower_server"] == "gossip relay"
     summary = json.loads((out / "summary.json").read_text())
     assert summary["rounds"] == 2 and "(Flower)" in summary["label"]
-    from dfl.rundir import load_run
+    from dfl.rundir.read import load_run
 
     assert load_run(out) is not None  # the plots' reader accepts a Flower run
     cfg = load_config(out / "config.toml")

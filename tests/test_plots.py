@@ -1,4 +1,4 @@
-"""dfl.rundir and dfl.plots on fake run and sweep directories with known metrics."""
+"""dfl.rundir.read / groups and dfl.plots on fake run and sweep directories with known metrics."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,7 +8,8 @@ import pytest
 
 from dfl import plots
 from dfl.errors import DflError
-from dfl.rundir import group_runs, load_run, load_runs
+from dfl.rundir.groups import group_runs
+from dfl.rundir.read import load_run, load_runs
 from tests.fake_runs import edit_config, edit_metrics, fake_metrics, write_run, write_sweep
 from tests.helpers import assert_user_error
 

@@ -11,11 +11,11 @@ from dfl import methods
 from dfl.algorithms import ALGORITHMS
 from dfl.errors import ConfigError
 from dfl.optim import OPTIMIZERS
-from dfl.rundir import load_run
+from dfl.rundir.read import load_run
 from dfl.simulation import Simulation
 from tests import local_algorithm
 from tests.conftest import small_config
-from tests.fake_runs import write_run
+from tests.fake_runs import edit_config, write_run
 
 
 @pytest.mark.parametrize("algo,opt,label", [
@@ -52,14 +52,14 @@ def test_an_algorithm_registered_in_its_own_file(tmp_path):
     assert methods.is_centralized(name) and Simulation(cfg).algo.centralized
     with pytest.raises(ConfigError, match="algorithm 'localsam' trains with sam or "):
         Simulation(cfg.replace(**{"local.optimizer": "sgd"}))
-    run = write_run(tmp_path / "r", "dfedsam", "ring", 1, summary=False)
-    (run / "config.toml").write_text((run / "config.toml").read_text().replace('"dfedsam"', f'"{name}"'))
-    loaded = load_run(run)
-    assert (loaded.label, loaded.topology, loaded.method) == ("LocalSAM", "server", name)
+    for facts in (True, False):  # recorded in manifest.json as dfl run does, or asked of the registries
+        run = write_run(tmp_path / f"r{facts}", "dfedsam", "ring", 1, summary=False, facts=facts)
+        loaded = load_run(edit_config(run, '"dfedsam"', f'"{name}"'))
+        assert (loaded.label, loaded.topology, loaded.method) == ("LocalSAM", "server", name)
 
 
 def test_reading_runs_does_not_import_torch():
-    """dfl.config and dfl.rundir ask the registries lazily: `dfl plot --help` stays light."""
-    code = "import sys, dfl.rundir, dfl.config; print('torch' in sys.modules)"
+    """dfl.config and dfl.rundir.read / groups ask the registries lazily: `dfl plot --help` stays light."""
+    code = "import sys, dfl.rundir.read, dfl.rundir.groups, dfl.config; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -13,7 +13,8 @@ import pytest
 
 from dfl import cli, report
 from dfl.commands import report as report_cmd
-from dfl.rundir import group_runs, load_run, load_runs
+from dfl.rundir.groups import group_runs
+from dfl.rundir.read import load_run, load_runs
 
 from tests.fake_runs import edit_config, edit_metrics, fake_metrics, write_metrics, write_run, write_sweep
 from tests.helpers import assert_user_error, read_metrics

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from dfl import results
 from dfl.cli import main
+from dfl.rundir import write
+from dfl.rundir.checkpoint import CHECKPOINT, load_checkpoint
 from tests import helpers
 from tests.helpers import assert_same_history, assert_user_error, read_metrics, write_config
 
@@ -75,7 +76,7 @@ def test_kill_9_then_resume_gives_the_uninterrupted_metrics(config, tmp_path):
     full = tmp_path / "full"
     assert main(["run", str(config), "--out", str(full), "--quiet"]) == 0
     same_metrics(rows(full), rows(part))
-    assert results.load_checkpoint(part)["round"] == 12
+    assert load_checkpoint(part)["round"] == 12
 
 
 def test_kill_9_at_a_random_round_with_the_default_config_then_resume(tmp_path):
@@ -86,7 +87,7 @@ def test_kill_9_at_a_random_round_with_the_default_config_then_resume(tmp_path):
     at = random.Random().randint(2, 8)
     part = tmp_path / "part"
     assert signal_after(start_run(config, part), part, at, signal.SIGKILL) == -signal.SIGKILL, at
-    assert results.load_checkpoint(part)["round"] >= 1
+    assert load_checkpoint(part)["round"] >= 1
     assert main(["run", "--resume", str(part), "--quiet"]) == 0
     full = tmp_path / "full"
     assert main(["run", str(config), "--out", str(full), "--quiet"]) == 0
@@ -103,7 +104,7 @@ def test_a_signal_writes_a_checkpoint_and_says_how_to_resume(tmp_path, signum, c
     assert len(err.splitlines()) == 1 and f"dfl run --resume {part}" in err and "Traceback" not in err, err
     done = len(rows(part))
     assert 3 <= done < 40 and f"after round {done} of 40" in err, err
-    assert results.load_checkpoint(part)["round"] == done  # the round it stopped after, not round 1
+    assert load_checkpoint(part)["round"] == done  # the round it stopped after, not round 1
     assert not (part / "summary.json").exists()
     assert main(["run", "--resume", str(part), "--quiet"]) == 0
     assert [r["round"] for r in rows(part)] == list(range(1, 41))
@@ -115,15 +116,15 @@ def test_checkpoint_cadence(monkeypatch, tmp_path):
     from dfl.config import Config
 
     now = [0.0]
-    monkeypatch.setattr(results, "clock", lambda: now[0])
+    monkeypatch.setattr(write, "clock", lambda: now[0])
     saved = []
-    monkeypatch.setattr(results.RunDir, "checkpoint",
+    monkeypatch.setattr(write.RunDir, "checkpoint",
                         lambda self, round_, state: (saved.append(round_), setattr(self, "saved_round", round_),
                                                      setattr(self, "saved_at", now[0])))
 
     def rounds_saved(cfg, minutes_per_round):
         saved.clear()
-        writer = results.RunDir(tmp_path, cfg, resume=True)
+        writer = write.RunDir(tmp_path, cfg, resume=True)
         for t in range(1, cfg.rounds + 1):
             now[0] += 60 * minutes_per_round
             writer.after_round(t, dict)
@@ -166,25 +167,25 @@ def test_resume_rewrites_lines_written_after_the_last_checkpoint(config, tmp_pat
 
 def test_checkpoint_write_is_atomic(config, tmp_path, monkeypatch):
     out = interrupted_run(config, tmp_path)
-    good = (out / results.CHECKPOINT).read_bytes()
+    good = (out / CHECKPOINT).read_bytes()
 
     def half_save(obj, fh):
         fh.write(b"PK\x03\x04 half a zip")
         raise OSError("disk full")
 
-    monkeypatch.setattr(results.torch, "save", half_save)
+    monkeypatch.setattr(write.torch, "save", half_save)
 
     with pytest.raises(OSError):
-        results.RunDir(out, None, label="x", resume=True).checkpoint(3, {})
-    assert (out / results.CHECKPOINT).read_bytes() == good
+        write.RunDir(out, None, label="x", resume=True).checkpoint(3, {})
+    assert (out / CHECKPOINT).read_bytes() == good
     assert sorted(p.name for p in out.iterdir() if p.name.endswith(".tmp")) == []
-    assert results.load_checkpoint(out)["round"] == 2
+    assert load_checkpoint(out)["round"] == 2
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "empty", "not-a-checkpoint", "wrong-shape"])
 def test_corrupt_checkpoint_is_reported_not_loaded(config, tmp_path, capsys, damage):
     out = interrupted_run(config, tmp_path)
-    ckpt = out / results.CHECKPOINT
+    ckpt = out / CHECKPOINT
     data = ckpt.read_bytes()
     if damage == "truncated":
         ckpt.write_bytes(data[: len(data) // 2])

@@ -4,8 +4,8 @@ checkpoint, unevaluated) and continued with `dfl run --resume` writes the uninte
 metrics bit for bit, on both in-process engines."""
 import pytest
 
-from dfl import results
 from dfl.cli import main
+from dfl.rundir.checkpoint import load_checkpoint
 from dfl.simulation import Simulation
 from tests.helpers import assert_same_history, interrupted_run, read_metrics, training_config
 
@@ -34,6 +34,6 @@ def test_resume_writes_the_uninterrupted_metrics(case, engine, tmp_path):
     full = Simulation(cfg).run()
     assert [r["round"] for r in full] == [2, 4, 6]
     out = interrupted_run(cfg, tmp_path / "part", stop_after=3)
-    assert [r["round"] for r in read_metrics(out)] == [2] and results.load_checkpoint(out)["round"] == 2
+    assert [r["round"] for r in read_metrics(out)] == [2] and load_checkpoint(out)["round"] == 2
     assert main(["run", "--resume", str(out), "--quiet"]) == 0
     assert_same_history(full, read_metrics(out), tol=0)

@@ -8,13 +8,13 @@ import os
 import pytest
 import torch
 
-from dfl import results
 from dfl.cli import main
 from dfl.config import Config
 from dfl.errors import DflError
 from dfl.flower import settings
 from dfl.flower.local import LocalClient, load_shard, shard_of
 from dfl.flower.shards import export
+from dfl.rundir import checkpoint
 from tests.conftest import small_config
 from tests.helpers import assert_user_error, write_config
 
@@ -49,12 +49,12 @@ def test_poisoned_checkpoint_is_refused_never_run(tmp_path, capsys, marker):
     cfg = write_config(tmp_path / "c.toml", rounds=3, **{"engine.threads": 1})
     out = tmp_path / "run"
     assert main(["run", str(cfg), "--out", str(out), "--quiet"]) == 0
-    state = results.load_checkpoint(out)
+    state = checkpoint.load_checkpoint(out)
     state["algorithm"] = {"x": Payload(marker)}  # a checkpoint with all its keys, and one object more
-    torch.save(state, out / results.CHECKPOINT)
+    torch.save(state, out / checkpoint.CHECKPOINT)
     before = (out / "metrics.jsonl").read_bytes()
     assert_user_error(["run", "--resume", str(out), "--quiet"], capsys, "checkpoint refused", "posix.system",
-                      str(out / results.CHECKPOINT))
+                      str(out / checkpoint.CHECKPOINT))
     assert (out / "metrics.jsonl").read_bytes() == before
 
 
@@ -62,9 +62,9 @@ def test_checkpoints_hold_only_plain_values(tmp_path):
     """What a run writes loads with weights_only (numpy numbers in the history become floats)."""
     import numpy as np
 
-    results.safe_save({"round": np.int64(3), "history": [{"acc": np.float32(0.5)}], "a": np.arange(3)},
+    checkpoint.safe_save({"round": np.int64(3), "history": [{"acc": np.float32(0.5)}], "a": np.arange(3)},
                       tmp_path / "c.pt")
-    got = results.safe_load(tmp_path / "c.pt", "c.pt")
+    got = checkpoint.safe_load(tmp_path / "c.pt", "c.pt")
     assert got["round"] == 3 and type(got["round"]) is int and isinstance(got["history"][0]["acc"], float)
     assert torch.equal(got["a"], torch.arange(3))
 

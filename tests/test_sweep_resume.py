@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from dfl import results
 from dfl.cli import main
 from dfl.config import load_config
+from dfl.rundir.checkpoint import load_checkpoint
 from tests.helpers import assert_same_history, assert_user_error, interrupted_run, read_metrics, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,7 +40,7 @@ def interrupt(run_dir, stop_after=3):
     cfg = load_config(run_dir / "config.toml")
     shutil.rmtree(run_dir)
     interrupted_run(cfg, run_dir, stop_after, before_checkpoint=True)
-    assert results.load_checkpoint(run_dir)["round"] == 1 and len(read_metrics(run_dir)) == stop_after
+    assert load_checkpoint(run_dir)["round"] == 1 and len(read_metrics(run_dir)) == stop_after
 
 
 def test_resume_finishes_a_sweep(config, tmp_path, capsys):
@@ -62,7 +62,7 @@ def test_resume_finishes_a_sweep(config, tmp_path, capsys):
     assert snapshot(finished) == before
     for n in names:
         same(read_metrics(ref / n), read_metrics(out / n))
-        assert results.load_checkpoint(out / n)["round"] == 5
+        assert load_checkpoint(out / n)["round"] == 5
     assert "sweep of 3 runs" in capsys.readouterr().out
     # a finished sweep: nothing to do, nothing touched
     again = {n: snapshot(out / n) for n in names}
@@ -122,7 +122,7 @@ def test_jobs_in_processes_stop_on_sigterm_and_resume(config, tmp_path):
     err = proc.stderr.read().decode().strip()
     assert len(err.splitlines()) == 1 and f"dfl sweep --resume {out}" in err, err
     started = [d for d in sorted(out.iterdir()) if d.is_dir()]
-    assert len(started) == 2 and all(results.load_checkpoint(d)["round"] == len(read_metrics(d)) for d in started)
+    assert len(started) == 2 and all(load_checkpoint(d)["round"] == len(read_metrics(d)) for d in started)
     assert main(["sweep", "--resume", str(out), "--quiet", "--jobs", "2"]) == 0
     from dfl import cpus
     for d in sorted(p for p in out.iterdir() if p.is_dir()):

@@ -164,7 +164,8 @@ def timed_runs(tmp_path):
 
 def test_time_figure_and_report_column(tmp_path):
     from dfl import plots, report
-    from dfl.rundir import group_runs, load_runs
+    from dfl.rundir.groups import group_runs
+    from dfl.rundir.read import load_runs
 
     runs = load_runs([timed_runs(tmp_path)])
     groups = group_runs(runs)

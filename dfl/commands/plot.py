@@ -49,7 +49,8 @@ def output_paths(names: list[str], out: str | None, first_dir: str, ext: str = "
 def run(args: argparse.Namespace) -> int:
     from .. import plots
     from ..errors import DflError
-    from ..rundir import group_runs, load_runs
+    from ..rundir.groups import group_runs
+    from ..rundir.read import load_runs
 
     style = plots.STYLES[args.style]
     if args.out is not None and Path(args.out).suffix.lower().lstrip(".") not in style.formats:

@@ -42,25 +42,27 @@ def expand_config(args: argparse.Namespace,
     """What `dfl run` and `dfl sweep` start from: (raw config with the --set overrides, its axes,
     its variants, the output directory), the directory checked (exists without --overwrite: a
     DflError) before anything is written."""
-    from .. import results, sweep
+    from .. import sweep
+    from ..rundir.write import check_out
 
     if not args.config:
         raise DflError(f"{command}: give a CONFIG file (or --resume DIR)")
     raw = sweep.read(args.config, parse_overrides(args.set))
     axes, variants = sweep.expand(raw, args.config)
     out = Path(args.out) if args.out else default_out(args.config)
-    results.check_out(out, overwrite=args.overwrite)
+    check_out(out, overwrite=args.overwrite)
     return raw, axes, variants, out
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import results, sweep
+    from .. import sweep
+    from ..rundir.write import prepare
 
     if args.resume:
         return resume(args)
     raw, axes, variants, out = expand_config(args, "run")
     sim = preflight([v.config for v in variants], keep=not axes)
-    results.prepare(out, overwrite=args.overwrite)
+    prepare(out, overwrite=args.overwrite)
     if axes:  # one after another, as `dfl sweep --jobs 1` (a failed run does not stop the others)
         from .sweep import Task, execute
 
@@ -72,18 +74,19 @@ def run(args: argparse.Namespace) -> int:
 
 
 def resume(args: argparse.Namespace) -> int:
-    from .. import results
+    from ..rundir.checkpoint import CHECKPOINT, load_checkpoint
+    from ..rundir.write import prepare
 
     path = Path(args.resume)
-    if (path / "config.toml").is_file() and not (path / results.CHECKPOINT).exists():
-        raise DflError(f"--resume {path}: no {results.CHECKPOINT} yet (the run stopped before its first round "
+    if (path / "config.toml").is_file() and not (path / CHECKPOINT).exists():
+        raise DflError(f"--resume {path}: no {CHECKPOINT} yet (the run stopped before its first round "
                        f"ended); start it again: dfl run {path / 'config.toml'} --out {path} --overwrite")
-    path = results.prepare(path, resume=True)
+    path = prepare(path, resume=True)
     raw = read_toml(path / "config.toml")
     cfg = from_dict(raw, str(path / "config.toml"))
     if args.set:
         raise DflError("--resume continues the saved config; --set is not allowed with it")
-    summary = run_one(cfg, path, quiet=args.quiet, resume_state=results.load_checkpoint(path))
+    summary = run_one(cfg, path, quiet=args.quiet, resume_state=load_checkpoint(path))
     print_table([summary])
     return 0
 
@@ -122,20 +125,22 @@ def _run_one(cfg, out: Path, *, quiet: bool, title: str, resume_state: Optional[
              sim: Any) -> dict[str, Any]:
     import sys
 
-    from .. import results, tracking
+    from .. import tracking
     from ..errors import Interrupted
     from ..progress import Progress
+    from ..rundir.checkpoint import check_state
+    from ..rundir.write import RunDir
     from ..simulation import Simulation
     from ..stopping import StopOnSignal, signal_name
 
     sim = sim if sim is not None else Simulation(cfg)
     if resume_state is not None:
-        results.check_state(resume_state, (len(sim.steps), sim.layout.size), sim.cfg.rounds, out)
+        check_state(resume_state, (len(sim.steps), sim.layout.size), sim.cfg.rounds, out)
     if not quiet and sim.engine.summary_line():  # the engine's choices and memory estimate
         print(f"dfl: {sim.engine.summary_line()}", file=sys.stderr)
     trackers = tracking.start(sim.cfg, out, title=title,  # [logging]: callbacks beside the writer
                               start_round=int(resume_state["round"]) if resume_state is not None else 0)
-    writer = results.RunDir(out, sim.cfg, resume=resume_state is not None)
+    writer = RunDir(out, sim.cfg, resume=resume_state is not None)
     if resume_state is not None:
         sim.load_state_dict(resume_state)
         writer.rewrite_metrics(sim.history)

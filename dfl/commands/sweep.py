@@ -54,7 +54,8 @@ class Outcome:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import results, sweep
+    from .. import sweep
+    from ..rundir.write import prepare
 
     if args.jobs < 1:
         raise DflError(f"--jobs: must be >= 1, got {args.jobs}")
@@ -62,13 +63,15 @@ def run(args: argparse.Namespace) -> int:
         return resume(args)
     raw, axes, variants, out = expand_config(args, "sweep")
     preflight([v.config for v in variants])  # every user error before the directory is touched
-    results.prepare(out, overwrite=args.overwrite)
+    prepare(out, overwrite=args.overwrite)
     sweep.write_index(out, args.config, axes, variants, raw)
     return execute(out, [Task(v.name, v.config, out / v.name, False) for v in variants], args.jobs, args.quiet)
 
 
 def resume(args: argparse.Namespace) -> int:
-    from .. import results, sweep
+    from .. import sweep
+    from ..rundir.checkpoint import CHECKPOINT
+    from ..rundir.read import read_summary
 
     if args.set or args.config or args.overwrite:
         raise DflError("--resume finishes the sweep as it was configured; "
@@ -79,24 +82,25 @@ def resume(args: argparse.Namespace) -> int:
     for v in variants:
         path = out / v.name
         if (path / "summary.json").is_file():
-            done.append(Outcome(v.name, summary=results.read_summary(path)))
+            done.append(Outcome(v.name, summary=read_summary(path)))
         else:
-            tasks.append(Task(v.name, v.config, path, (path / results.CHECKPOINT).is_file()))
+            tasks.append(Task(v.name, v.config, path, (path / CHECKPOINT).is_file()))
     preflight([t.config for t in tasks if not t.resume])  # a config this version refuses, before any work
     return execute(out, tasks, args.jobs, args.quiet, done=done)
 
 
 def run_task(task: Task, *, quiet: bool, share: int = 1) -> dict[str, Any]:
     """Run (or resume) one task in this process; what `dfl run` / `dfl run --resume` do."""
-    from .. import results
     from ..config import from_dict, read_toml
+    from ..rundir.checkpoint import load_checkpoint
+    from ..rundir.write import prepare
 
     if task.resume:
         (task.path / "error.txt").unlink(missing_ok=True)  # an earlier attempt's
-        state = results.load_checkpoint(task.path)
+        state = load_checkpoint(task.path)
         cfg = from_dict(read_toml(task.path / "config.toml"), str(task.path / "config.toml"))
         return run_one(cfg, task.path, quiet=quiet, title=task.name, resume_state=state, share=share)
-    results.prepare(task.path, overwrite=True)
+    prepare(task.path, overwrite=True)
     return run_one(task.config, task.path, quiet=quiet, title=task.name, share=share)
 
 

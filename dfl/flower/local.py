@@ -30,7 +30,7 @@ from ..engines import ClientData
 from ..engines.serial import SerialEngine
 from ..errors import DataError
 from ..metrics import evaluate
-from ..results import plain, safe_load
+from ..rundir.checkpoint import plain, safe_load
 from ..simulation import build_model, client_steps, local_options, optimizer_hparams
 from .settings import Node
 

@@ -1,4 +1,4 @@
-"""The Flower run's side of the run directory, in `dfl run`'s format (dfl.results.RunDir).
+"""The Flower run's side of the run directory, in `dfl run`'s format (dfl.rundir.write.RunDir).
 
 The ServerApp builds the run's parts (dfl.simulation.build: model and its initialisation,
 parameter layout, graphs and W_t, schedule, algorithm hooks, the global test set) but never
@@ -20,7 +20,7 @@ import torch
 from ..config import Config
 from ..errors import DflError
 from ..metrics import consensus_distance, evaluate, evaluated_row
-from ..results import RunDir, prepare
+from ..rundir.write import RunDir, prepare
 from ..simulation import Parts
 
 

@@ -18,7 +18,7 @@ import torch
 from ..config import Config, load_config, parse_overrides
 from ..data import load_federated
 from ..errors import USER_ERRORS
-from ..results import plain
+from ..rundir.checkpoint import plain
 from .local import shard_of
 
 

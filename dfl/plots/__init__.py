@@ -1,6 +1,6 @@
 """Consistency curves and comparisons of runs, as matplotlib Figures for a screen or a paper.
 
-Every figure takes a list of runs (see dfl.rundir) and groups them by everything but the seed:
+Every figure takes a list of runs (see dfl.rundir.read) and groups them by everything but the seed:
 a group with several seeds is drawn as its mean with a shaded min-max band.
 
     consensus   consensus distance vs round, log y, one panel per topology, with the rate that
@@ -14,7 +14,7 @@ a group with several seeds is drawn as its mean with a shaded min-max band.
     flatness    hessian_max_eig / hessian_trace / sharpness vs round (only when recorded)
 
 Labels name only what differs between the variants drawn ("DFedSAM, Q=4"); what they share
-goes in the title (dfl.rundir.describe_variants). Colours (`Look`): one per variant; when the
+goes in the title (dfl.rundir.groups.describe_variants). Colours (`Look`): one per variant; when the
 variants form a grid over two settings, colour tells one apart and line style (marker in the
 gap figure) the other, and the legend says which. Colours come from all the groups handed to a
 figure, so a report's figures agree; an algorithm alone keeps its fixed colour (ALGO_COLORS,

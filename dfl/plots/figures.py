@@ -5,7 +5,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 from ..errors import DflError
-from ..rundir import Group, Run
+from ..rundir.groups import Group
+from ..rundir.read import Run
 from .curves import FLATNESS_KEYS, plot_accuracy, plot_accuracy_vs_comm, plot_consensus, plot_flatness, plot_time
 from .gap import gap_varies, plot_gap
 from .layout import as_groups, runs_of

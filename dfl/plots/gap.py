@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Iterable, Optional, Sequence
 import numpy as np
 
 from ..errors import DflError
-from ..rundir import Group, Run, require
+from ..rundir.groups import Group
+from ..rundir.read import Run, require
 from .layout import as_groups, finish, label_axes, new_figure, runs_of
 from .style import THEORY_COLOR, Look, Style, get_style
 

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any, Iterable, Optional, Sequence
 import numpy as np
 
 from ..errors import DflError
-from ..rundir import Group, Run, group_runs
+from ..rundir.groups import Group, group_runs
+from ..rundir.read import Run
 from .style import METRIC_LABELS, Style
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -12,7 +12,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from ..errors import DflError
-from ..rundir import Group, describe_variants
+from ..rundir.groups import Group, describe_variants
 
 ALGO_COLORS = {
     "dfedsam": "#CC6677",      # rose
@@ -94,7 +94,7 @@ class Look:
 
     One colour per variant, unless the variants form a full grid over one setting with at most
     4 values and the rest (e.g. algorithm x Q): then colour = the rest, line style = that setting
-    (`style_dim`). `labels` are the short labels of dfl.rundir.describe_variants, `shared` what
+    (`style_dim`). `labels` are the short labels of dfl.rundir.groups.describe_variants, `shared` what
     all groups have in common.
     """
 

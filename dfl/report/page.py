@@ -10,14 +10,15 @@ from __future__ import annotations
 import base64
 import html
 import io
-import os
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from .. import __version__
 from ..errors import DflError
+from ..files import atomic_write
 from ..plots.captions import FIGURE_CAPTIONS
-from ..rundir import Group, Run, read_sweep
+from ..rundir.groups import Group
+from ..rundir.read import Run, read_sweep
 from .summary import Summary, summary
 from .text import cells, has_sim_time, header
 
@@ -183,12 +184,10 @@ def _configuration(paths: Sequence[Path], runs: Sequence[Run]) -> list[str]:
 
 
 def write_report(page: str, path: str | Path) -> Path:
-    """Write the page atomically (a temporary file, then rename); .html or .htm only."""
+    """Write the page atomically (dfl.files.atomic_write); .html or .htm only."""
     p = Path(path)
     if p.suffix.lower() not in (".html", ".htm"):
         raise DflError(f"{p}: a report is an HTML page; use a file name ending in .html")
     p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(p)
+    atomic_write(p, lambda fh: fh.write(page.encode("utf-8")))
     return p

@@ -19,7 +19,8 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 import numpy as np
 
 from ..errors import DflError
-from ..rundir import Group, Run, group_runs, load_runs
+from ..rundir.groups import Group, group_runs
+from ..rundir.read import Run, load_runs
 
 DEFAULT_TARGET_FRACTION = 0.9
 """Default target accuracy: this fraction of the best final test accuracy seen."""

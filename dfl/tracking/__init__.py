@@ -8,7 +8,7 @@ The config's [logging] table turns them on, in any combination::
     wandb = "offline"                     # or "online"; wandb_project = "dfl", wandb_group = ""
 
 One small class per tracker (start / log_row / finish / close), driven by `Trackers` beside the
-run directory's writer (dfl/results.py): the training loop never sees them. `check` runs before
+run directory's writer (dfl/rundir/write.py): the training loop never sees them. `check` runs before
 anything is written (the preflight of dfl/commands/run.py): a tracker whose package is missing or
 whose server cannot be reached is a one-line DflError. The packages are imported in this package only,
 and only when their tracker is on (`pip install "dfl[tracking]"`).

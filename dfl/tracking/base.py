@@ -12,7 +12,7 @@ from typing import Any, Optional, Protocol
 
 from ..config import Config, to_dict
 from ..errors import DflError
-from ..rundir import flat_keys
+from ..rundir.groups import flat_keys
 
 INSTALL = 'pip install "dfl[tracking]"'
 STATE = "tracking.json"

@@ -74,10 +74,11 @@ class Trackers:
 
 def write_figures(out: Path) -> dict[str, Path]:
     """The run's figures (dfl.plots, screen style) as <out>/plots/<name>.png; {} if they cannot be drawn."""
-    from .. import plots, rundir
+    from .. import plots
+    from ..rundir.read import load_run
 
     try:
-        figs = plots.make_figures([rundir.load_run(out)])
+        figs = plots.make_figures([load_run(out)])
         return {name: plots.save(fig, Path(out) / "plots" / f"{name}.png", dpi=100) for name, fig in figs.items()}
     except Exception as exc:  # noqa: BLE001 - the run is done; its figures are an extra
         warn(f"{out}: figures not drawn for the trackers ({first_line(exc)})")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import DataError
+from ...files import atomic_write
 from .base import DATASETS, Pooled, pack
 
 
@@ -49,8 +49,8 @@ def _generate_mnist1d() -> dict[str, np.ndarray]:
 def mnist1d_arrays() -> dict[str, np.ndarray]:
     """The MNIST-1D arrays, generated once per process and cached on disk (per package version).
 
-    The file, cache_dir()/mnist1d-<version>.npz, is written atomically (temporary file, then
-    os.replace); an unreadable or unwritable cache only means generating again (~1.5 s).
+    The file, cache_dir()/mnist1d-<version>.npz, is written atomically (dfl.files.atomic_write:
+    readers never see half a file); an unreadable or unwritable cache only means generating again (~1.5 s).
     """
     from importlib import metadata
 
@@ -67,22 +67,9 @@ def mnist1d_arrays() -> dict[str, np.ndarray]:
         pass
     arrays = _generate_mnist1d()
     with contextlib.suppress(OSError):
-        _save_atomic(path, arrays)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda fh: np.savez(fh, **arrays))
     return arrays
-
-
-def _save_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """np.savez to a temporary file beside `path`, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 @DATASETS.register("mnist1d")

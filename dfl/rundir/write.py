@@ -1,104 +1,40 @@
-"""The run directory: config.toml, metrics.jsonl, summary.json, manifest.json, checkpoint.pt.
+"""Writes a run directory: config.toml, metrics.jsonl, summary.json, manifest.json, checkpoint.pt.
 
 Written from outside the training loop, from the values it is given (rows, the state to
-checkpoint, the run's facts; ``RunDir``). metrics.jsonl lines are written
-whole and flushed, checkpoints atomically (temp file + rename), so a killed run leaves a
+checkpoint, the run's facts; ``RunDir``). metrics.jsonl lines are written whole and flushed,
+checkpoints and JSON files atomically (dfl.files.atomic_write), so a killed run leaves a
 directory that `dfl run --resume DIR` continues from. By default a checkpoint is written after
 the first round, then every ``metrics.checkpoint_minutes`` of wall time, and at the end
-(``metrics.checkpoint_every = N``: every N rounds instead).
-
-Checkpoints hold tensors and plain values only (dicts, lists, numbers, strings) and are read
-with ``torch.load(weights_only=True)`` (``safe_load``): a file carrying any other object, which
-unpickling would construct by running code, is refused with one line, never executed.
+(``metrics.checkpoint_every = N``: every N rounds instead). manifest.json records the method's
+facts (dfl.methods.MethodFacts) so that readers name the run without the registries.
 """
 from __future__ import annotations
 
 import json
 import os
-import pickle
 import platform
-import re
 import resource
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-import numpy as np
 import torch
 
-from . import __version__
-from .config import Config, dumps_toml, to_dict
-from .errors import DflError
+from .. import __version__, methods
+from ..config import Config, dumps_toml, to_dict
+from ..errors import DflError
+from ..files import atomic_write
+from .checkpoint import CHECKPOINT, safe_save
 
-CHECKPOINT = "checkpoint.pt"
 #: The wall clock of the checkpoint cadence (a name of its own, so that tests can move it).
 clock = time.monotonic
 
 
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def plain(obj: Any) -> Any:
-    """``obj`` with numpy values turned into Python numbers and tensors, so that
-    ``torch.load(weights_only=True)`` reads it back (containers, tensors, numbers, strings, None)."""
-    if isinstance(obj, dict):
-        return {k: plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(plain(v) for v in obj)
-    if isinstance(obj, np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(obj))
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
-
-
-def safe_save(obj: Any, path: Path) -> None:
-    """torch.save of ``plain(obj)``, atomically (temp file + rename)."""
-    _atomic_write(Path(path), lambda fh: torch.save(plain(obj), fh))
-
-
-def safe_load(source: Any, name: str | Path, *, what: str = "file", map_location: Any = "cpu",
-              hint: str = "") -> Any:
-    """torch.load with weights_only=True: tensors and plain values only.
-
-    Args:
-        source: a path or a binary file object.
-        name: how the message names the file; what: what the file should be ("checkpoint").
-        hint: what the user can do, appended to the message of a corrupt file.
-    Raises:
-        DflError: one line; "refused" for a file carrying other objects (unpickling them could
-        run code: they are never constructed), "corrupt" for one that cannot be read at all.
-    """
-    try:
-        return torch.load(source, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if "Weights only load failed" not in str(exc):
-            raise DflError(f"{name}: corrupt {what} ({exc}){hint}") from None
-        culprit = re.search(r"GLOBAL ([\w.]+)", str(exc))
-        found = f" ({culprit.group(1)})" if culprit else ""
-        raise DflError(f"{name}: {what} refused: it holds an object other than tensors and plain "
-                       f"values{found}, which loading would construct by running code; use a {what} "
-                       "written by dfl") from None
-    except Exception as exc:  # noqa: BLE001 - a truncated zip, garbage, an empty file
-        raise DflError(f"{name}: corrupt {what} ({type(exc).__name__}){hint}") from None
-
-
 def write_json(path: Path, obj: Any) -> None:
-    _atomic_write(path, lambda fh: fh.write((json.dumps(obj, indent=2, default=_jsonable) + "\n").encode()))
+    """``obj`` as indented JSON, atomically (numpy and torch scalars as numbers, others as strings)."""
+    atomic_write(path, lambda fh: fh.write((json.dumps(obj, indent=2, default=_jsonable) + "\n").encode()))
 
 
 def _jsonable(v: Any) -> Any:
@@ -108,7 +44,7 @@ def _jsonable(v: Any) -> Any:
 
 
 def peak_memory_mb() -> float:
-    """Peak resident memory of this process (MB); on CUDA also the peak allocated memory."""
+    """Peak resident memory of this process (MB); RunDir.finish adds CUDA's peak allocated memory."""
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KB on Linux
     return float(rss)
 
@@ -168,7 +104,7 @@ class RunDir:
     def rewrite_metrics(self, history: list[dict[str, Any]]) -> None:
         """On resume: metrics.jsonl holds exactly the checkpoint's history (drops later lines)."""
         text = "".join(json.dumps(r, default=_jsonable) + "\n" for r in history)
-        _atomic_write(self.path / "metrics.jsonl", lambda fh: fh.write(text.encode()))
+        atomic_write(self.path / "metrics.jsonl", lambda fh: fh.write(text.encode()))
 
     def append(self, row: dict[str, Any]) -> None:
         """One metrics row, written whole and flushed to disk."""
@@ -200,7 +136,8 @@ class RunDir:
 
     def finish(self, history: list[dict[str, Any]], rounds: int, facts: dict[str, Any]) -> dict[str, Any]:
         """summary.json (final and best rows of ``history``) and manifest.json (versions, platform,
-        peak memory, the run's ``facts``: device, sizes, engine, runtime); returns the summary."""
+        peak memory, the method's facts, the run's ``facts``: device, sizes, engine, runtime);
+        returns the summary."""
         best = max(history, key=lambda r: r["test_acc"]) if history else {}
         summary = {"label": self.label, "rounds": rounds, "final": history[-1] if history else {},
                    "best": {"test_acc": best.get("test_acc"), "round": best.get("round")}}
@@ -209,46 +146,10 @@ class RunDir:
             "dfl_version": __version__, "torch": torch.__version__, "python": sys.version.split()[0],
             "platform": platform.platform(), "seed": self.cfg.seed, "backend": self.cfg.engine.backend,
             "peak_memory_mb": peak_memory_mb(), "torch_threads": torch.get_num_threads(),
-            "started": self.started, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **facts,
+            "started": self.started, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "method": methods.describe(self.cfg.algorithm.name, self.cfg.local.optimizer).to_json(), **facts,
         }
         if str(facts.get("device", "")).startswith("cuda"):
             manifest["peak_cuda_memory_mb"] = torch.cuda.max_memory_allocated(facts["device"]) / 2**20
         write_json(self.path / "manifest.json", manifest)
         return summary
-
-
-def read_summary(path: Path) -> dict[str, Any]:
-    """summary.json of a finished run directory."""
-    file = Path(path) / "summary.json"
-    try:
-        summary = json.loads(file.read_text())
-    except (OSError, ValueError) as exc:
-        raise DflError(f"{file}: cannot read the run's summary ({exc})") from None
-    if not isinstance(summary, dict) or not isinstance(summary.get("final"), dict):
-        raise DflError(f"{file}: not a dfl run summary (no 'final' metrics)")
-    return summary
-
-
-STATE_KEYS = ("round", "bank", "engine", "algorithm", "comm_mb", "elapsed", "history")
-
-
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Load a run directory's checkpoint (weights_only); a corrupt or foreign one is reported, not loaded."""
-    file = Path(path) / CHECKPOINT
-    state = safe_load(file, file, what="checkpoint", hint="; delete it to start over")
-    if not isinstance(state, dict) or any(k not in state for k in STATE_KEYS):
-        raise DflError(f"{file}: not a dfl run checkpoint (expected the keys {', '.join(STATE_KEYS)}); "
-                       "delete it to start over")
-    return state
-
-
-def check_state(state: dict[str, Any], want: tuple[int, int], rounds: int, path: Path) -> None:
-    """A checkpoint must fit the run (``want``: its clients x parameters) and not be past its
-    end (``rounds``)."""
-    bank = state["bank"]
-    if not isinstance(bank, torch.Tensor) or tuple(bank.shape) != want:
-        got = tuple(bank.shape) if isinstance(bank, torch.Tensor) else type(bank).__name__
-        raise DflError(f"{Path(path) / CHECKPOINT}: parameter bank {got} does not fit the config's "
-                       f"{want} (clients x parameters); was config.toml edited?")
-    if not 0 <= int(state["round"]) <= rounds:
-        raise DflError(f"{Path(path) / CHECKPOINT}: round {state['round']} is outside 0..{rounds}")
