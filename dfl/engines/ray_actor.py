@@ -12,6 +12,10 @@ Gossip step (two phases; Ray resolves the arguments, so no actor waits on anothe
     mix_step:  actor a computes  x_i <- sum_j W_ij x_j  for its rows i, from its own rows and what
                its neighbours published for it; for Q > 1 it publishes the result for step q + 1.
 
+Compressed gossip (``compressed_publish`` / ``compressed_step``) has the same two phases with
+encoded messages; the public copies x_hat of the block's rows are a slot, and its copies of
+other actors' rows a *halo* of that slot (dfl.engines.ray_exchange).
+
 This module imports ray only for ``ray.get_gpu_ids`` inside the actor; it is loaded in the
 actor processes and by ray_engine.py (never by dfl.engines at import time).
 """

@@ -6,11 +6,13 @@ one actor per GPU share (engine.gpus_per_actor; 1 if the cluster has GPUs) or pe
 engine.cpus_per_actor CPUs. Batches come from per-client random streams keyed by the global client
 id, so the run gives the vectorized backend's numbers whatever the placement.
 
-The bank never sits in the driver: ``place`` turns it into a ``RayBank``, a handle to a linear
-combination of actor-held slots, and the engine's bank operations (dfl.gossip.BankOps) work on
-handles: a round is train (in the actors) then the algorithm's aggregate, whose gossip goes
+The bank never sits in the driver: ``place`` turns it into a ``RayBank`` (ray_bank.py), a handle
+to a linear combination of actor-held slots, and the engine's bank operations (dfl.gossip.BankOps)
+work on handles: a round is train (in the actors) then the algorithm's aggregate, whose gossip goes
 through ``RayEngine.mix`` (RoundContext.mix): Q two-phase exchanges in which each actor
-publishes the rows its graph neighbours need and computes its rows of W x from them; D-PSGD's
+publishes the rows its graph neighbours need and computes its rows of W x from them
+(ray_exchange.py's plan); with algorithm.compression, ``compressed_mix``: the same exchanges
+carrying encoded messages, the public copies x_hat kept by the actors (ray_exchange.py); D-PSGD's
 W^Q x^before + (x^after - x^before) is ``combine``, a new handle (the actors add the slots when
 they read it). Evaluation reduces in the actors: x_bar = (1/n) sum_i x_i and, in float64,
 consensus = (1/n) sum_i ||x_i||^2 - ||x_bar||^2 = (1/n) sum_i ||x_i - x_bar||^2.
@@ -18,9 +20,10 @@ Centralized algorithms (server averaging, RunSettings.engine_rows False) keep pl
 the driver, and the in-process operations apply to them.
 
 Faults: the actors run with max_restarts; at the start of every round the driver keeps a snapshot
-(object refs) of every actor's live slots and optimizer state and logs the round's operations. When
-an actor dies, every actor is restored from the snapshot and the round's operations are replayed
-(deterministic), so the run goes on exactly; ``actor_restarts`` in the metrics counts recoveries.
+(object refs) of every actor's live slots (with their halos: the copies of x_hat) and optimizer
+state, and logs the round's operations. When an actor dies, every actor is restored from the
+snapshot and the round's operations are replayed (deterministic), so the run goes on exactly;
+``actor_restarts`` in the metrics counts recoveries.
 """
 from __future__ import annotations
 
