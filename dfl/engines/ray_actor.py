@@ -250,9 +250,10 @@ class ClientBlock:
 
     @needs_setup
     def compressed_publish(self, out: str, terms: Terms, hat: Optional[str], key: int, spec: Spec, round_: int,
-                           stale: list[np.ndarray]) -> Any:
+                           stale: Optional[list[np.ndarray]]) -> Any:
         """Phase 1 of the first step: the messages of this block's rows x = sum_k c_k S_k for each
-        neighbouring actor, from the public copies in slot `hat` (None: naive)."""
+        neighbouring actor, from the public copies in slot `hat` (None: naive), with the dense
+        rows flagged in `stale` (ray_exchange.ExchangePlan.stale)."""
         return self._send(out, self.rows(terms), self.slots[hat] if hat else None, key, spec, round_, 0, stale)
 
     @needs_setup

@@ -237,7 +237,7 @@ class RayEngine(Engine):
         key = self._use_plan(W)
         (hat_name, coef), = hat.terms if hat is not None else ((None, 1.0),)
         assert coef == 1.0, "x_hat is a slot"
-        stale = self._plan.stale(self.slots.halos.get(hat_name))
+        stale = self._plan.stale(self.slots.halos.get(hat_name)) if hat is not None else [None] * len(self.actors)
         out, out_hat = self.slots.new(), (self.slots.new() if hat is not None else None)
         self._op("_compressed_mix", out, out_hat, handle.terms, hat_name, key, steps, round_, spec, stale)
         if out_hat is not None:
@@ -268,7 +268,7 @@ class RayEngine(Engine):
                        lambda q: (out, terms if q == 0 else None, key, q < steps - 1))
 
     def _compressed_mix(self, out: str, out_hat: Optional[str], terms, hat: Optional[str], key: int, steps: int,
-                        round_: int, spec: Spec, stale: list[list[np.ndarray]]) -> None:
+                        round_: int, spec: Spec, stale: list[Optional[list[np.ndarray]]]) -> None:
         first = [(a.compressed_publish, (out, terms, hat, key, spec, round_, st)) for a, st in zip(self.actors, stale)]
         self._exchange(steps, first, "compressed_step", lambda q: (
             out, hat if q == 0 else out_hat, out_hat, terms if q == 0 else None, key, spec, round_, q, q < steps - 1))
