@@ -21,12 +21,13 @@ which keeps the mean but stalls: whatever C drops is never averaged.
 
 x_hat starts at the common initial model (every client knows it: same seed; the paper's 0 would
 make the first messages compress whole models) and is independent of the graph, so a
-time-varying W_t needs nothing more. The simulation stores x_hat once per client (n, d): all
-neighbours of i hold the same copy. Flower's nodes hold their copies apart and run the same
-step, `consensus`, on their own row (dfl.flower.choco_node).
+time-varying W_t needs nothing more. In one process x_hat is stored once per client (n, d): all
+neighbours of i hold the same copy. Ray's actors (dfl.engines.ray_exchange) and Flower's nodes
+(dfl.flower.choco_node) hold their copies apart and run the same step, `consensus`, on their rows.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np
@@ -34,11 +35,7 @@ import torch
 
 from .compression import Compressor, Key
 from .config import Config
-from .errors import ConfigError
-from .gossip import Operator, mix
-
-MODES = ("choco", "naive")
-
+from .gossip import BankOps, Operator, mix
 
 def consensus(X: torch.Tensor, mixed: torch.Tensor, own: torch.Tensor, gamma: float) -> torch.Tensor:
     """X + gamma (mixed - own): the step of both modes, for the whole bank or one Flower node.
@@ -68,8 +65,9 @@ def compressor(cfg: Config) -> Compressor:
     return Compressor(a.compression, a.compression_ratio, a.levels)
 
 
-class CompressedGossip:
-    """Q compressed gossip steps per round over the whole bank, and their exact bytes.
+@dataclass(frozen=True)
+class Spec:
+    """What a compressed exchange does, whichever engine runs it (dfl.gossip.BankOps.compressed_mix).
 
     Args:
         compress: the message format.
@@ -78,52 +76,75 @@ class CompressedGossip:
         seed: the run's seed (random streams of randomk / qsgd).
     """
 
+    compress: Compressor
+    gamma: float
+    mode: str = "choco"
+    seed: int = 0
+
+    def key(self, round_: int, step: int, clients: np.ndarray) -> Key:
+        """The random streams of the messages of the clients `clients` (global ids) at a step."""
+        return Key(self.seed, round_, step, clients)
+
+    def __call__(self, X: torch.Tensor, x_hat: Optional[torch.Tensor], W: Operator, steps: int,
+                 round_: int) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """(X, x_hat) after `steps` steps over the whole bank in this process (x_hat None: naive)."""
+        clients = np.arange(X.shape[0])
+        x_hat = x_hat.to(X.device) if x_hat is not None else None
+        for q in range(steps):
+            key = self.key(round_, q, clients)
+            if self.mode == "choco":
+                X, x_hat = choco_step(X, x_hat, W, self.gamma, self.compress, key)
+            else:
+                X = naive_step(X, W, self.gamma, self.compress, key)
+        return X, x_hat
+
+
+class CompressedGossip:
+    """Q compressed gossip steps per round, the public copies x_hat they keep, and their bytes.
+
+    x_hat is a bank of the engine that ran the last exchange (a tensor in this process, a handle
+    to actor-held rows on Ray): the exchange itself is that engine's operation
+    (``BankOps.compressed_mix``), and a checkpoint gathers x_hat to the (n, d) tensor that any
+    engine continues from.
+
+    Args:
+        compress, gamma, mode, seed: the exchange (``Spec``).
+    """
+
     def __init__(self, compress: Compressor, gamma: float, mode: str = "choco", seed: int = 0):
-        self.compress, self.gamma, self.mode, self.seed = compress, gamma, mode, seed
-        self.x_hat: Optional[torch.Tensor] = None
+        self.spec = Spec(compress, gamma, mode, seed)
+        self.x_hat: Any = None
+        self.ops = BankOps()   # the engine that holds x_hat
 
     def init(self, bank: torch.Tensor) -> None:
         """x_hat <- the initial bank (every client's start, public)."""
-        if self.mode == "choco":
+        if self.spec.mode == "choco":
             self.x_hat = bank.detach().clone()
 
-    def __call__(self, X: torch.Tensor, W: Operator, steps: int, round_: int) -> torch.Tensor:
-        """X after `steps` compressed gossip steps with W (the round's mixing matrix)."""
-        clients = np.arange(X.shape[0])
-        if self.mode == "choco" and self.x_hat is None:
-            self.x_hat = torch.zeros_like(X)
-        for q in range(steps):
-            key = Key(self.seed, round_, q, clients)
-            if self.mode == "choco":
-                X, self.x_hat = choco_step(X, self.x_hat, W, self.gamma, self.compress, key)
-            else:
-                X = naive_step(X, W, self.gamma, self.compress, key)
+    def __call__(self, X: Any, W: Operator, steps: int, round_: int, ops: Optional[BankOps] = None) -> Any:
+        """X after `steps` compressed gossip steps with W (the round's mixing matrix), run by the
+        engine's bank operations `ops` (default: in this process)."""
+        assert self.spec.mode == "naive" or self.x_hat is not None, "CompressedGossip.init first"
+        self.ops = ops or BankOps()
+        X, self.x_hat = self.ops.compressed_mix(X, self.x_hat, W, steps, round_, self.spec)
         return X
 
     def row_bytes(self, d: int) -> int:
         """Bytes of one client's message of one gossip step."""
-        return self.compress.row_bytes(d)
+        return self.spec.compress.row_bytes(d)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"x_hat": self.x_hat.cpu() if self.x_hat is not None else None}
+        return {"x_hat": self.ops.gather(self.x_hat) if self.x_hat is not None else None}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        x_hat = state.get("x_hat")
-        if x_hat is not None:
-            device = self.x_hat.device if self.x_hat is not None else x_hat.device
-            self.x_hat = x_hat.to(device)
+        """x_hat from a checkpoint: an (n, d) tensor, which the next exchange places on its engine."""
+        if state.get("x_hat") is not None:
+            self.x_hat, self.ops = state["x_hat"], BankOps()
 
 
 def from_config(cfg: Config) -> Optional[CompressedGossip]:
-    """The run's compressed gossip, or None for algorithm.compression = "none" (plain W^Q X).
-
-    Compressed gossip runs on the bank in the process (vectorized and serial engines); the Ray
-    engine's bank lives on actors that mix it linearly, so it is refused there."""
+    """The run's compressed gossip, or None for algorithm.compression = "none" (plain W^Q X)."""
     a = cfg.algorithm
     if a.compression == "none":
         return None
-    if cfg.engine.backend == "ray":
-        raise ConfigError(f"engine.backend: compressed gossip (algorithm.compression = {a.compression!r}) runs on "
-                          "the vectorized and serial engines; the Ray engine mixes actor-held rows linearly and "
-                          "cannot compress them (use engine.backend = 'vectorized')")
     return CompressedGossip(compressor(cfg), a.consensus_step, a.compressed_gossip, cfg.seed)

@@ -11,13 +11,16 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Callable, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Union
 
 import networkx as nx
 import numpy as np
 import torch
 
 import topologies
+
+if TYPE_CHECKING:
+    from . import choco
 
 Operator = Union[torch.Tensor, np.ndarray]
 
@@ -172,6 +175,13 @@ class BankOps:
     def mix(self, X: torch.Tensor, W: Operator, steps: int = 1) -> torch.Tensor:
         """W^steps X (``mix``)."""
         return mix(X, W, steps)
+
+    def compressed_mix(self, X: torch.Tensor, x_hat: Optional[torch.Tensor], W: Operator, steps: int, round_: int,
+                       spec: "choco.Spec") -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """(X, x_hat) after `steps` compressed gossip steps of round `round_` (dfl.choco): x_hat
+        the clients' public copies (None: the naive mode), `spec` the message format, gamma, mode
+        and seed. Every engine gives the same numbers (messages keyed by global client ids)."""
+        return spec(X, x_hat, W, steps, round_)
 
     def combine(self, terms: list[tuple[float, torch.Tensor]]) -> torch.Tensor:
         """sum_k c_k X_k, added left to right: [(1, A), (-1, B), (1, C)] is (A - B) + C exactly."""

@@ -1,6 +1,7 @@
 """Compressed gossip against math: exact byte counts, the compressors' definitions, Choco-Gossip
 (Koloskova et al. 2019) equal to plain gossip without compression and converging where the naive
-compressed average stalls; engines, every DFL algorithm, time-varying graphs and resume."""
+compressed average stalls; engines, every DFL algorithm, time-varying graphs and resume
+(the Ray engine's compressed gossip: tests/test_ray_compression.py)."""
 import numpy as np
 import pytest
 import torch
@@ -158,9 +159,6 @@ def test_config_errors_are_one_line():
     with pytest.raises(ConfigError, match="centralized"):
         Simulation(small_config(**{"algorithm.name": "fedavg", "algorithm.compression": "qsgd",
                                    "algorithm.consensus_step": 0.1}))
-    with pytest.raises(ConfigError, match="engine.backend"):
-        Simulation(small_config(**{"engine.backend": "ray", "algorithm.compression": "topk",
-                                   "algorithm.consensus_step": 0.1}))
 
 
 # ---------------------------------------------------------------------------- runs
@@ -265,3 +263,41 @@ def test_choco_with_a_sparse_W_equals_dense():
     c, key = Compressor("topk", ratio=0.2), Key(0, 0, 0, np.arange(n))
     a, b = choco_step(X, torch.zeros_like(X), Wd, 0.3, c, key), choco_step(X, torch.zeros_like(X), Ws, 0.3, c, key)
     assert torch.allclose(a[0], b[0], atol=1e-6) and torch.equal(a[1], b[1])
+
+
+@pytest.mark.parametrize("mode", ["choco", "naive"])
+def test_the_ray_actors_blockwise_exchange_equals_the_whole_bank_step(mode):
+    """dfl.engines.ray_exchange without Ray: three blocks of a ring of 8 send their messages and
+    mix their rows; two steps (the first with every copy sent dense, the second from the halos)
+    equal choco_step / naive_step on the whole bank, and the copies equal their owners' x_hat."""
+    from dfl.choco import Spec
+    from dfl.engines.ray_exchange import ExchangePlan, mix_rows, receive, send
+    from dfl.gossip import as_operator
+
+    torch.manual_seed(0)
+    n, d, blocks = 8, 40, [(0, 3), (3, 5), (5, 8)]
+    W, spec = ring_W(n), Spec(Compressor("qsgd", levels=3), gamma=0.4, mode=mode, seed=1)
+    X, X_hat = torch.randn(n, d), torch.randn(n, d)
+    plan = ExchangePlan.build(W, 0, blocks)
+    x_hat, halos, stale = (X_hat if mode == "choco" else None), [None] * 3, plan.stale(None)
+    for q in range(2):
+        key = Key(1, 5, q, np.arange(n))
+        want = choco_step(X, X_hat, W, 0.4, spec.compress, key) if mode == "choco" else \
+            (naive_step(X, W, 0.4, spec.compress, key), None)
+        sent = [send(spec, X[lo:hi], None if x_hat is None else x_hat[lo:hi], spec.key(5, q, np.arange(lo, hi)),
+                     plan.per_actor[b][1], stale[b]) for b, (lo, hi) in enumerate(blocks)]
+        rows, hats = [], []
+        for a, (lo, hi) in enumerate(blocks):
+            incoming = tuple(sent[b][1][slot] for b, slot in plan.sources[a])
+            copies = receive(spec, incoming, plan.incoming[a], halos[a], d, torch.device("cpu"))
+            rows.append(mix_rows(spec, as_operator(plan.per_actor[a][0]), X[lo:hi], sent[a][0], copies))
+            hats.append(sent[a][0])
+            halos[a] = (plan.incoming[a], copies)
+        X, X_hat = want
+        assert torch.allclose(torch.cat(rows), X, atol=1e-6)
+        if mode == "choco":
+            x_hat = torch.cat(hats)
+            assert torch.equal(x_hat, X_hat)
+            assert all(torch.equal(c, x_hat[torch.tensor(ids)]) for ids, c in halos)
+        X = torch.cat(rows)
+        stale = [[np.zeros(len(r), dtype=bool) for r in plan.per_actor[b][1]] for b in range(3)]

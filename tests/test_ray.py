@@ -20,7 +20,7 @@ from tests.helpers import TRAINS, assert_same_history
 
 ray = pytest.importorskip("ray")
 
-from dfl.engines import ray_engine, ray_session  # noqa: E402
+from dfl.engines import ray_exchange, ray_session  # noqa: E402
 
 
 def run(cfg, on_round=None):
@@ -119,7 +119,7 @@ def test_exchange_plan_reproduces_w_times_x():
     W = topologies.mixing_matrix(G)
     X = torch.randn(11, 4, dtype=torch.float64)
     blocks = [(0, 3), (3, 7), (7, 8), (8, 11)]
-    per_actor, sources = ray_engine._exchange_plan(torch.as_tensor(W), blocks)
+    per_actor, sources = ray_exchange.exchange_plan(torch.as_tensor(W), blocks)
     out = []
     for a, (lo, hi) in enumerate(blocks):
         block, _ = per_actor[a]

@@ -1,4 +1,4 @@
-"""engine.backend = "ray" under faults: an actor killed inside training, inside a gossip step,
+"""engine.backend = "ray" under faults: an actor killed inside training, inside a (compressed) gossip step,
 again during the replay of its round, before the driver noticed (already restarted, empty), more
 often than Ray restarts it; a centralized algorithm; and dfl's simulated [faults] (dropout, link
 failures, stragglers) on Ray equal to the vectorized backend.
@@ -164,3 +164,13 @@ def test_simulated_faults_on_ray_equal_vectorized(local_ray, algo):
     assert_same_history(ref, got)
     assert len({r["active_clients"] for r in ref}) > 1
     assert sum(r["stragglers"] for r in ref) > 0 or algo == "dpsgd"  # one step a round: nothing to cut
+
+
+def test_actor_killed_inside_a_compressed_gossip_step(local_ray):
+    """Round 2's exchange starts from x_hat and the copies of round 1 (restored from the snapshot
+    on every actor, the restarted one too): the run goes on with the vectorized engine's numbers."""
+    cfg = training_config(**CPU, **{"algorithm.name": "dfedsam_mgs", "algorithm.gossip_steps": 2,
+                                    "algorithm.compression": "qsgd", "algorithm.consensus_step": 0.3})
+    got = run_ray(cfg, lambda t: kill_before(t, "_compressed_mix", lambda i, *a: i == 1))
+    assert_same_history(reference(cfg), got)
+    assert [r["actor_restarts"] for r in got] == [0, 1, 1]

@@ -167,7 +167,8 @@ class Gossip(Algorithm):
 
     Inactive clients keep their model but still relay: W is applied to every row. With
     algorithm.compression each of the Q steps sends compressed messages instead (dfl.choco:
-    Choco-Gossip, whose public copies x_hat are part of the algorithm's state).
+    Choco-Gossip, whose public copies x_hat are part of the algorithm's state), run by the
+    engine's ``compressed_mix`` wherever it keeps the rows.
     """
 
     needs_before = False
@@ -185,7 +186,7 @@ class Gossip(Algorithm):
         """W^Q X, or Q compressed gossip steps (algorithm.compression)."""
         if self.exchange is None:
             return ctx.mix(X)
-        return self.exchange(X, ctx.W, ctx.gossip_steps, ctx.round)
+        return self.exchange(X, ctx.W, ctx.gossip_steps, ctx.round, ops=ctx.ops)
 
     def message_bytes(self, model_bytes: int) -> int:
         """Bytes of one client's message in one gossip step."""
@@ -193,7 +194,7 @@ class Gossip(Algorithm):
 
     def exchange_metrics(self) -> dict[str, float]:
         """compression_ratio: bytes sent / bytes of the float32 models (1 without compression)."""
-        return {"compression_ratio": self.exchange.compress.ratio_achieved(self.dim) if self.exchange else 1.0}
+        return {"compression_ratio": self.exchange.spec.compress.ratio_achieved(self.dim) if self.exchange else 1.0}
 
     def aggregate(self, before, after, ctx):
         """W^Q x^after; or, mixing the start-of-round models, W^Q x^before + (x^after - x^before)."""

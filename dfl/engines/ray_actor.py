@@ -12,6 +12,10 @@ Gossip step (two phases; Ray resolves the arguments, so no actor waits on anothe
     mix_step:  actor a computes  x_i <- sum_j W_ij x_j  for its rows i, from its own rows and what
                its neighbours published for it; for Q > 1 it publishes the result for step q + 1.
 
+Compressed gossip (``compressed_publish`` / ``compressed_step``) has the same two phases with
+encoded messages; the public copies x_hat of the block's rows are a slot, and its copies of
+other actors' rows a *halo* of that slot (dfl.engines.ray_exchange).
+
 This module imports ray only for ``ray.get_gpu_ids`` inside the actor; it is loaded in the
 actor processes and by ray_engine.py (never by dfl.engines at import time).
 """
@@ -26,10 +30,12 @@ import numpy as np
 import torch
 
 from ..algorithms import Correction
+from ..choco import Spec
 from ..faults import finite_rows
 from ..gossip import as_operator
 from ..metrics import evaluate_clients
 from .base import ClientData, pad_indices
+from .ray_exchange import Halo, mix_rows, receive, returns, send
 from .vectorized import VectorizedEngine
 
 Terms = Sequence[tuple[str, float]]
@@ -95,7 +101,9 @@ class ClientBlock:
             idx, mask = pad_indices(eparts, self.device)
             self.eval = (ex.to(self.device), ey.to(self.device), idx, mask)
         self.slots = {}
-        self.plans: dict[int, tuple[torch.Tensor, list[np.ndarray]]] = {}
+        self.halos: dict[str, Halo] = {}      # x_hat slot -> copies of other actors' rows (ray_exchange)
+        self.pending: dict[str, torch.Tensor] = {}  # a compressed step's own rows, between its phases
+        self.plans: dict[int, tuple[torch.Tensor, list[np.ndarray], np.ndarray]] = {}
         self.ready = True
         return True
 
@@ -134,14 +142,19 @@ class ClientBlock:
 
     @needs_setup
     def snapshot(self, live: Sequence[str]) -> tuple[bool, dict[str, Any]]:
-        """Drop unreferenced slots; return (ok, state) with the live slots and the optimizer state."""
+        """Drop unreferenced slots (and halos); return (ok, state) with the live slots, their
+        halos and the optimizer state."""
         self.slots = {k: v for k, v in self.slots.items() if k in set(live)}
-        return True, {"slots": {k: v.cpu() for k, v in self.slots.items()}, "opt": self.opt_state()}
+        self.halos = {k: v for k, v in self.halos.items() if k in set(live)}
+        return True, {"slots": {k: v.cpu() for k, v in self.slots.items()},
+                      "halos": {k: (ids, v.cpu()) for k, (ids, v) in self.halos.items()}, "opt": self.opt_state()}
 
     @needs_setup
     def restore(self, state: Optional[dict[str, Any]]) -> bool:
         if state is not None:
             self.slots = {k: v.to(self.device) for k, v in state["slots"].items()}
+            self.halos = {k: (ids, v.to(self.device)) for k, (ids, v) in state["halos"].items()}
+            self.pending = {}
             self.load_opt(state["opt"])
         return True
 
@@ -201,16 +214,16 @@ class ClientBlock:
         return losses
 
     @needs_setup
-    def set_plan(self, key: int, block: np.ndarray, dests: list[np.ndarray]) -> bool:
-        """Store W's rows of this block (columns: own rows, then what each source sends, in order)."""
+    def set_plan(self, key: int, block: np.ndarray, dests: list[np.ndarray], incoming: np.ndarray) -> bool:
+        """Store W's rows of this block (columns: own rows, then what each source sends, in order),
+        the local rows published for each destination and the global ids of the rows received."""
         self.plans = {k: v for k, v in self.plans.items() if k > key - 2}
-        self.plans[key] = (as_operator(block, self.device), [np.asarray(d) for d in dests])
+        self.plans[key] = (as_operator(block, self.device), [np.asarray(d) for d in dests], np.asarray(incoming))
         return True
 
     def _publish(self, x: torch.Tensor, key: int) -> Any:
         dests = self.plans[key][1]
-        outs = [x[torch.as_tensor(d, device=x.device)].cpu() for d in dests]
-        return True if not outs else outs[0] if len(outs) == 1 else tuple(outs)
+        return returns([x[torch.as_tensor(d, device=x.device)].cpu() for d in dests])
 
     @needs_setup
     def publish(self, terms: Terms, key: int) -> Any:
@@ -226,6 +239,40 @@ class ClientBlock:
         W = self.plans[key][0]
         self.slots[out] = W @ cols
         return self._publish(self.slots[out], key) if publish_next else True
+
+    # ------------------------------------------------------------------ compressed gossip (ray_exchange)
+    def _send(self, out: str, x: torch.Tensor, x_hat: Optional[torch.Tensor], key: int, spec: Spec, round_: int,
+              step: int, stale: Optional[list[np.ndarray]]) -> Any:
+        own, messages = send(spec, x, x_hat, spec.key(round_, step, np.arange(self.lo, self.hi)),
+                             self.plans[key][1], stale)
+        self.pending[out] = own
+        return returns(messages)
+
+    @needs_setup
+    def compressed_publish(self, out: str, terms: Terms, hat: Optional[str], key: int, spec: Spec, round_: int,
+                           stale: Optional[list[np.ndarray]]) -> Any:
+        """Phase 1 of the first step: the messages of this block's rows x = sum_k c_k S_k for each
+        neighbouring actor, from the public copies in slot `hat` (None: naive), with the dense
+        rows flagged in `stale` (ray_exchange.ExchangePlan.stale)."""
+        return self._send(out, self.rows(terms), self.slots[hat] if hat else None, key, spec, round_, 0, stale)
+
+    @needs_setup
+    def compressed_step(self, out: str, hat: Optional[str], out_hat: Optional[str], terms: Optional[Terms],
+                        key: int, spec: Spec, round_: int, step: int, publish_next: bool,
+                        *incoming: dict[str, Any]) -> Any:
+        """Phase 2: this block's rows after the step (slot `out`; its x_hat in slot `out_hat` with
+        the halo of copies, from the halo of slot `hat`); then phase 1 of the next step."""
+        x = self.rows(terms) if terms is not None else self.slots[out]
+        own = self.pending.pop(out)
+        W, _, ids = self.plans[key]
+        copies = receive(spec, incoming, ids, self.halos.get(hat) if hat else None, x.shape[1], x.device)
+        self.slots[out] = mix_rows(spec, W, x, own, copies)
+        if out_hat is not None:
+            self.slots[out_hat], self.halos[out_hat] = own, (ids, copies)
+        if not publish_next:
+            return True
+        x_hat = self.slots[out_hat] if out_hat is not None else None
+        return self._send(out, self.slots[out], x_hat, key, spec, round_, step + 1, None)
 
     # ------------------------------------------------------------------ evaluation
     @needs_setup

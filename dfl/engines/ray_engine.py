@@ -6,11 +6,13 @@ one actor per GPU share (engine.gpus_per_actor; 1 if the cluster has GPUs) or pe
 engine.cpus_per_actor CPUs. Batches come from per-client random streams keyed by the global client
 id, so the run gives the vectorized backend's numbers whatever the placement.
 
-The bank never sits in the driver: ``place`` turns it into a ``RayBank``, a handle to a linear
-combination of actor-held slots, and the engine's bank operations (dfl.gossip.BankOps) work on
-handles: a round is train (in the actors) then the algorithm's aggregate, whose gossip goes
+The bank never sits in the driver: ``place`` turns it into a ``RayBank`` (ray_bank.py), a handle
+to a linear combination of actor-held slots, and the engine's bank operations (dfl.gossip.BankOps)
+work on handles: a round is train (in the actors) then the algorithm's aggregate, whose gossip goes
 through ``RayEngine.mix`` (RoundContext.mix): Q two-phase exchanges in which each actor
-publishes the rows its graph neighbours need and computes its rows of W x from them; D-PSGD's
+publishes the rows its graph neighbours need and computes its rows of W x from them
+(ray_exchange.py's plan); with algorithm.compression, ``compressed_mix``: the same exchanges
+carrying encoded messages, the public copies x_hat kept by the actors (ray_exchange.py); D-PSGD's
 W^Q x^before + (x^after - x^before) is ``combine``, a new handle (the actors add the slots when
 they read it). Evaluation reduces in the actors: x_bar = (1/n) sum_i x_i and, in float64,
 consensus = (1/n) sum_i ||x_i||^2 - ||x_bar||^2 = (1/n) sum_i ||x_i - x_bar||^2.
@@ -18,20 +20,19 @@ Centralized algorithms (server averaging, RunSettings.engine_rows False) keep pl
 the driver, and the in-process operations apply to them.
 
 Faults: the actors run with max_restarts; at the start of every round the driver keeps a snapshot
-(object refs) of every actor's live slots and optimizer state and logs the round's operations. When
-an actor dies, every actor is restored from the snapshot and the round's operations are replayed
-(deterministic), so the run goes on exactly; ``actor_restarts`` in the metrics counts recoveries.
+(object refs) of every actor's live slots (with their halos: the copies of x_hat) and optimizer
+state, and logs the round's operations. When an actor dies, every actor is restored from the
+snapshot and the round's operations are replayed (deterministic), so the run goes on exactly;
+``actor_restarts`` in the metrics counts recoveries.
 """
 from __future__ import annotations
 
 import copy
 import gc
-import itertools
 import logging
 import math
 import time
 import weakref
-from collections import Counter
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -40,10 +41,13 @@ from torch.utils._pytree import tree_map
 
 import ray
 
+from ..choco import Spec
 from ..errors import DflError
 from . import ray_session
 from .base import Engine
 from .ray_actor import NotReady
+from .ray_bank import RayBank, Slots
+from .ray_exchange import ExchangePlan
 
 #: Recoveries tried per operation.
 MAX_RECOVERIES = 3
@@ -57,17 +61,6 @@ def _actor_failure(exc: BaseException) -> bool:
     return isinstance(exc, errors) or isinstance(getattr(exc, "cause", None), errors)
 
 
-class RayBank:
-    """Handle of a bank held by the actors: sum_k c_k S_k over slot names, evaluated lazily in
-    the actors (``RayEngine.combine`` builds new ones). Slots stay alive while a handle names them."""
-
-    def __init__(self, engine: "RayEngine", terms: tuple[tuple[str, float], ...]):
-        self.engine, self.terms = engine, terms
-        names = [name for name, _ in terms]
-        engine._acquire(names)
-        weakref.finalize(self, engine._release, names)
-
-
 class RayEngine(Engine):
     """The clients' local training and gossip on Ray actors (see the module docstring)."""
 
@@ -78,13 +71,10 @@ class RayEngine(Engine):
         self.engine_config = self.settings.engine_config
         self.actors: list[Any] = []
         self.blocks: list[tuple[int, int]] = []
-        self._live: Counter[str] = Counter()
-        self._pending: dict[str, torch.Tensor] = {}
-        self._names = itertools.count()
+        self.slots = Slots()
         self._snap: Optional[list[Any]] = None
         self._log: list[tuple[str, tuple[Any, ...]]] = []  # method names: no cycle through self
-        # (W, key, per actor (W block, rows to publish per destination), per actor its sources)
-        self._plan: Optional[tuple[Any, int, list[Any], list[list[tuple[int, int]]]]] = None
+        self._plan: Optional[ExchangePlan] = None  # of the last W mixed
         self._finalizer: Optional[weakref.finalize] = None
         self._restarted: set[int] = set()  # indices of actors that died and were restarted
 
@@ -102,26 +92,13 @@ class RayEngine(Engine):
             self._finalizer()
 
     # ------------------------------------------------------------------ slots
-    def _acquire(self, names: list[str]) -> None:
-        self._live.update(names)
-
-    def _release(self, names: list[str]) -> None:
-        self._live.subtract(names)
-        for name in names:
-            if self._live[name] <= 0:
-                del self._live[name]
-                self._pending.pop(name, None)
-
-    def _new_name(self) -> str:
-        return f"s{next(self._names)}"
-
     def _scatter(self, bank: torch.Tensor) -> RayBank:
-        name = self._new_name()
+        name = self.slots.new()
         if not self.actors:
-            self._pending[name] = bank.detach().cpu().clone()
+            self.slots.pending[name] = bank.detach().cpu().clone()
         else:
             self._op("_load", {name: bank.detach().cpu()})
-        return RayBank(self, ((name, 1.0),))
+        return self.slots.handle(name)
 
     def _load(self, slots: dict[str, torch.Tensor]) -> None:
         ray.get([a.load.remote({k: v[lo:hi].clone() for k, v in slots.items()})
@@ -153,8 +130,8 @@ class RayEngine(Engine):
             elif owned:
                 ray_session.disconnect()
             raise
-        pending, self._pending = self._pending, {}
-        self._op("_load", {k: v for k, v in pending.items() if k in self._live})
+        pending, self.slots.pending = self.slots.pending, {}
+        self._op("_load", {k: v for k, v in pending.items() if k in self.slots.live})
         self._checkpoint()
 
     def actor_info(self) -> list[dict[str, Any]]:
@@ -221,7 +198,7 @@ class RayEngine(Engine):
     def _checkpoint(self) -> None:
         """Snapshot every actor's live slots and optimizer state (refs kept by the driver)."""
         def snap() -> list[Any]:
-            live = sorted(self._live)
+            live = sorted(self.slots.live)
             pairs = [a.snapshot.options(num_returns=2).remote(live) for a in self.actors]
             ray.get([p[0] for p in pairs])
             return [p[1] for p in pairs]
@@ -233,9 +210,9 @@ class RayEngine(Engine):
         handle = bank if isinstance(bank, RayBank) else self._scatter(bank)
         if self.actors:
             self._checkpoint()  # the last completed round: what a restarted actor goes on from
-        out = self._new_name()
+        out = self.slots.new()
         losses = self._op("_train", out, handle.terms, active, steps, lr, round_, correction)
-        result = RayBank(self, ((out, 1.0),))
+        result = self.slots.handle(out)
         return (result if isinstance(bank, RayBank) else self.gather(result).to(bank.device)), losses
 
     def _train(self, out, terms, active, steps, lr, round_, correction) -> np.ndarray:
@@ -245,33 +222,70 @@ class RayEngine(Engine):
 
     def mix(self, X: Any, W: Any, steps: int = 1) -> RayBank:
         """W^steps X between the actors (the algorithms' RoundContext.mix)."""
+        handle = self._handle(X)
+        key = self._use_plan(W)
+        out = self.slots.new()
+        self._op("_mix", out, handle.terms, key, steps)
+        return self.slots.handle(out)
+
+    def compressed_mix(self, X: Any, x_hat: Any, W: Any, steps: int, round_: int,
+                       spec: Spec) -> tuple[RayBank, Optional[RayBank]]:
+        """(X, x_hat) after `steps` compressed gossip steps between the actors (ray_exchange):
+        encoded messages travel, every actor keeps x_hat of its rows and copies of its sources'."""
+        handle = self._handle(X)
+        hat = self._handle(x_hat) if x_hat is not None else None
+        key = self._use_plan(W)
+        (hat_name, coef), = hat.terms if hat is not None else ((None, 1.0),)
+        assert coef == 1.0, "x_hat is a slot"
+        stale = self._plan.stale(self.slots.halos.get(hat_name)) if hat is not None else [None] * len(self.actors)
+        out, out_hat = self.slots.new(), (self.slots.new() if hat is not None else None)
+        self._op("_compressed_mix", out, out_hat, handle.terms, hat_name, key, steps, round_, spec, stale)
+        if out_hat is not None:
+            self.slots.halos[out_hat] = self._plan.incoming
+        return self.slots.handle(out), (self.slots.handle(out_hat) if out_hat is not None else None)
+
+    def _handle(self, X: Any) -> RayBank:
+        """X as the actors' handle (a tensor goes to the actors); the actors started."""
         handle = X if isinstance(X, RayBank) else self._scatter(X)
         if not self.actors:
             self._start()
-        if self._plan is None or self._plan[0] is not W:
-            self._plan = (W, (self._plan[1] + 1) if self._plan else 0, *_exchange_plan(W, self.blocks))
+        return handle
+
+    def _use_plan(self, W: Any) -> int:
+        """The key of W's exchange plan, built and sent to the actors when W is new."""
+        if self._plan is None or self._plan.W is not W:
+            self._plan = ExchangePlan.build(W, self._plan.key + 1 if self._plan else 0, self.blocks)
             self._op("_send_plan")
-        out = self._new_name()
-        self._op("_mix", out, handle.terms, self._plan[1], steps)
-        return RayBank(self, ((out, 1.0),))
+        return self._plan.key
 
     def _send_plan(self) -> None:
-        _, key, per_actor, _ = self._plan
-        ray.get([a.set_plan.remote(key, block, dests) for a, (block, dests) in zip(self.actors, per_actor)])
+        p = self._plan
+        ray.get([a.set_plan.remote(p.key, block, dests, ids)
+                 for a, (block, dests), ids in zip(self.actors, p.per_actor, p.incoming)])
 
     def _mix(self, out: str, terms, key: int, steps: int) -> None:
-        sources = self._plan[3]
-        pubs = [_as_list(a.publish.options(num_returns=_nret(self._plan, b)).remote(terms, key))
-                for b, a in enumerate(self.actors)]
+        self._exchange(steps, [(a.publish, (terms, key)) for a in self.actors], "mix_step",
+                       lambda q: (out, terms if q == 0 else None, key, q < steps - 1))
+
+    def _compressed_mix(self, out: str, out_hat: Optional[str], terms, hat: Optional[str], key: int, steps: int,
+                        round_: int, spec: Spec, stale: list[Optional[list[np.ndarray]]]) -> None:
+        first = [(a.compressed_publish, (out, terms, hat, key, spec, round_, st)) for a, st in zip(self.actors, stale)]
+        self._exchange(steps, first, "compressed_step", lambda q: (
+            out, hat if q == 0 else out_hat, out_hat, terms if q == 0 else None, key, spec, round_, q, q < steps - 1))
+
+    def _exchange(self, steps: int, first: list[tuple[Any, tuple[Any, ...]]], step: str,
+                  step_args: Callable[[int], tuple[Any, ...]]) -> None:
+        """`steps` two-phase exchanges over the plan: ``first`` is every actor's first publishing
+        call (remote method, args), then each actor's method ``step`` with step_args(q) and what
+        its sources published for it; it publishes for step q + 1 unless q is the last."""
+        plan = self._plan
+        pubs = [_as_list(method.options(num_returns=plan.nret(b)).remote(*args))
+                for b, (method, args) in enumerate(first)]
         for q in range(steps):
-            last = q == steps - 1
-            calls = []
-            for a, actor in enumerate(self.actors):
-                incoming = [pubs[b][slot] for b, slot in sources[a]]
-                nret = 1 if last else _nret(self._plan, a)
-                calls.append(_as_list(actor.mix_step.options(num_returns=nret).remote(
-                    out, terms if q == 0 else None, key, not last, *incoming)))
-            pubs = calls
+            nrets = [1 if q == steps - 1 else plan.nret(a) for a in range(len(self.actors))]
+            pubs = [_as_list(getattr(actor, step).options(num_returns=nret).remote(
+                *step_args(q), *[pubs[b][slot] for b, slot in plan.sources[a]]))
+                for a, (actor, nret) in enumerate(zip(self.actors, nrets))]
         ray.get([p[0] for p in pubs])
 
     def combine(self, terms: list[tuple[float, Any]]) -> RayBank:
@@ -280,11 +294,11 @@ class RayEngine(Engine):
         for c, X in terms:
             for name, v in X.terms:
                 coefs[name] = coefs.get(name, 0.0) + c * v
-        return RayBank(self, tuple((k, v) for k, v in coefs.items() if v != 0.0) or terms[0][1].terms[:1])
+        return RayBank(self.slots, tuple((k, v) for k, v in coefs.items() if v != 0.0) or terms[0][1].terms[:1])
 
     def copy(self, X: Any) -> Any:
         """Slots are immutable: a handle is its own copy."""
-        return RayBank(self, X.terms) if isinstance(X, RayBank) else super().copy(X)
+        return RayBank(self.slots, X.terms) if isinstance(X, RayBank) else super().copy(X)
 
     def finite(self, bank: Any) -> np.ndarray:
         """The actors report a non-finite row as a nan loss (``ClientBlock.train``)."""
@@ -328,11 +342,11 @@ class RayEngine(Engine):
         """A new bank: ``bank`` with the given global rows replaced."""
         if not isinstance(bank, RayBank):
             return super().patched(bank, new_rows)
-        out = self._new_name()
+        out = self.slots.new()
         idx = np.array(sorted(new_rows), dtype=np.int64)
         vals = torch.stack([new_rows[int(i)].cpu() for i in idx]) if len(idx) else torch.zeros(0)
         self._op("_patch", out, bank.terms, idx, vals)
-        return RayBank(self, ((out, 1.0),))
+        return self.slots.handle(out)
 
     def _patch(self, out: str, terms, idx: np.ndarray, vals: torch.Tensor) -> None:
         refs = []
@@ -377,37 +391,3 @@ def _wait_alive(actor: Any) -> dict[str, Any]:
 
 def _as_list(refs: Any) -> list[Any]:
     return list(refs) if isinstance(refs, (list, tuple)) else [refs]
-
-
-def _nret(plan: Any, b: int) -> int:
-    return max(1, len(plan[2][b][1]))
-
-
-def _exchange_plan(W: Any, blocks: list[tuple[int, int]]) -> tuple[list[Any], list[list[tuple[int, int]]]]:
-    """Who sends which rows to whom for X <- W X over the actors' row blocks.
-
-    Returns per actor (its rows of W with columns [own rows, then the rows of each source actor in
-    order], the local row indices it publishes for each destination), and per actor the list of
-    (source actor, index of this actor among the source's destinations).
-    """
-    import scipy.sparse as sp
-    if isinstance(W, torch.Tensor) and W.layout == torch.sparse_csr:
-        Wc = sp.csr_matrix((W.values().cpu().double().numpy(), W.col_indices().cpu().numpy(),
-                            W.crow_indices().cpu().numpy()), shape=tuple(W.shape))
-    else:
-        Wc = sp.csr_matrix(np.asarray(W.cpu().double() if isinstance(W, torch.Tensor) else W))
-    k = len(blocks)
-    needs = [[np.zeros(0, dtype=np.int64)] * k for _ in range(k)]  # needs[a][b]: global rows of b for a
-    for a, (lo, hi) in enumerate(blocks):
-        cols = np.unique(Wc[lo:hi].indices)
-        for b, (blo, bhi) in enumerate(blocks):
-            if b != a:
-                needs[a][b] = cols[(cols >= blo) & (cols < bhi)]
-    dests = [[a for a in range(k) if a != b and len(needs[a][b])] for b in range(k)]
-    per_actor, sources = [], []
-    for a, (lo, hi) in enumerate(blocks):
-        order = np.concatenate([np.arange(lo, hi)] + [needs[a][b] for b in range(k) if b != a])
-        block = Wc[lo:hi][:, order].toarray().astype(np.float32)
-        per_actor.append((block, [needs[d][a] - lo for d in dests[a]]))
-        sources.append([(b, dests[b].index(a)) for b in range(k) if b != a and len(needs[a][b])])
-    return per_actor, sources
