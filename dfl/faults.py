@@ -122,11 +122,6 @@ def neighbour_rows(ops: BankOps, bank: Any, fallback: Any, bad: np.ndarray, G: n
     return {i: torch.stack([rows[j] for j in js]).mean(0) if js else start[i] for i, js in nbrs.items()}
 
 
-def reset_state(engine: Any, bad: np.ndarray) -> None:
-    """Clear the local optimizer state (momentum, EMA, ...) of the bad clients (Engine.reset_clients)."""
-    engine.reset_clients(np.flatnonzero(bad))
-
-
 def handle_divergence(on_nan: str, engine: Any, bad: np.ndarray, losses: np.ndarray, round_: int,
                       graph: Optional[nx.Graph], bank: Any, before: Any) -> tuple[Any, Any]:
     """Apply faults.on_nan to the clients in `bad`; returns the round's (bank, start-of-round bank).
@@ -141,7 +136,7 @@ def handle_divergence(on_nan: str, engine: Any, bad: np.ndarray, losses: np.ndar
     if on_nan == "stop":
         raise DivergedError(stop_message(bad, losses, round_))
     losses[bad] = np.nan
-    reset_state(engine, bad)
+    engine.reset_clients(np.flatnonzero(bad))  # momentum etc. of the bad clients
     if graph is None:
         return engine.patched(bank, engine.take(before, np.flatnonzero(bad))), before
     new = neighbour_rows(engine, bank, before, bad, graph)

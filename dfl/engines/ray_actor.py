@@ -188,11 +188,7 @@ class ClientBlock:
     @needs_setup
     def reset_clients(self, local: np.ndarray) -> bool:
         """Clear the optimizer state of diverged clients (indices local to this block)."""
-        from ..faults import reset_state
-
-        bad = np.zeros(self.hi - self.lo, dtype=bool)
-        bad[np.asarray(local, dtype=np.int64)] = True
-        reset_state(self.engine, bad)
+        self.engine.reset_clients(np.asarray(local, dtype=np.int64))
         return True
 
     # ------------------------------------------------------------------ a round

@@ -356,7 +356,7 @@ class RayEngine(Engine):
         ray.get(refs)
 
     def reset_clients(self, idx: np.ndarray) -> None:
-        """Clear the optimizer state of the given clients (faults.reset_state calls it)."""
+        """Clear the optimizer state of the given clients, on their actors."""
         self._op("_reset_clients", np.asarray(idx, dtype=np.int64))
 
     def _reset_clients(self, idx: np.ndarray) -> None:
