@@ -28,7 +28,7 @@ test: install
 	$(BIN)/python -m pytest -q -m "not slow"
 
 # Process-level tests: Flower deployments (SuperLink + SuperNodes, TLS, node auth, a killed node),
-# Flower's simulation, joining a Ray cluster, 1,000 clients. About 5 minutes on 2 cores.
+# Flower's simulation, joining a Ray cluster, 1,000 clients. About 9 minutes on 2 cores.
 test-slow: install
 	$(BIN)/python -m pytest -q -m slow
 
