@@ -70,6 +70,17 @@ def test_gossip_relay_matches_dfl(tmp_path, sets, n):
         assert rows[-1]["compression_ratio"] < 0.2
 
 
+@pytest.mark.parametrize("extra", ["", " algorithm.compression=topk algorithm.compression_ratio=0.1 "
+                                         "algorithm.consensus_step=0.3"])
+def test_gossip_relay_with_a_sparse_w(tmp_path, monkeypatch, extra):
+    """Above topologies.DENSE_MAX_N nodes W is scipy sparse: the relay reads its rows the same way."""
+    import topologies.mixing
+
+    sets = "rounds=2 algorithm.gossip_steps=2 data.num_clients=6 topology.name=ring" + extra
+    monkeypatch.setattr(topologies.mixing, "DENSE_MAX_N", 4)  # pretend 6 clients is a huge federation
+    assert_rows_match(run_in_memory(tmp_path, sets, 6), reference(sets))
+
+
 def test_run_directory_has_dfl_format(tmp_path):
     run_in_memory(tmp_path, "rounds=2 data.num_clients=3", 3)
     out = tmp_path / "run"

@@ -27,7 +27,7 @@ from flwr.app import ArrayRecord, ConfigRecord, RecordDict
 
 from .. import choco
 from . import records as R
-from .gossip import Relay, mix_config
+from .gossip import Relay, mix_config, neighbours
 
 
 class CompressedRelay(Relay):
@@ -78,7 +78,7 @@ class CompressedRelay(Relay):
             last = q == q_steps - 1
             msgs = []
             for i in np.flatnonzero(self.alive):
-                nbrs = [int(j) for j in np.flatnonzero(W[i]) if j != i]
+                nbrs = neighbours(W, i)
                 content = self._relayed_to(i, nbrs)
                 content[R.CONFIG] = mix_config(W, i, nbrs, t, q, last, evaluate)
                 msgs.append(self._msg(self.node[i], "query.mix", content))

@@ -157,7 +157,7 @@ class Relay:
             recs = [R.to_record(self.parts.layout, z[j]) for j in range(self.n)]
             msgs = []
             for i in np.flatnonzero(self.alive):
-                nbrs = [j for j in np.flatnonzero(W[i]) if j != i]
+                nbrs = neighbours(W, i)
                 content = RecordDict({f"nbr-{j}": recs[j] for j in nbrs})
                 self.relayed += sum(R.nbytes(recs[j]) for j in nbrs)
                 content[R.CONFIG] = mix_config(W, i, nbrs, t, q, q == q_steps - 1, evaluate)
@@ -191,6 +191,12 @@ class Relay:
                     gossip_steps=ctx.gossip_steps, comm_mb=rec.comm_mb, active_clients=len(losses), lr=ctx.lr,
                     live_edges=int(rg.degrees.sum()) // 2, lost_nodes=len(self.grid.losses),
                     rejoined_nodes=len(self.grid.rejoins), **p.algo.exchange_metrics()))
+
+
+def neighbours(W, i: int) -> list[int]:
+    """The j != i with W_ij != 0: node i's graph neighbours this step (W dense, or scipy sparse
+    above topologies.DENSE_MAX_N nodes)."""
+    return sorted(int(j) for j in W[[i]].nonzero()[1] if j != i)
 
 
 def mix_config(W: np.ndarray, i: int, nbrs: list[int], t: int, q: int, last: bool, evaluate: bool) -> ConfigRecord:
