@@ -37,6 +37,7 @@ from .compression import Compressor, Key
 from .config import Config
 from .gossip import BankOps, Operator, mix
 
+
 def consensus(X: torch.Tensor, mixed: torch.Tensor, own: torch.Tensor, gamma: float) -> torch.Tensor:
     """X + gamma (mixed - own): the step of both modes, for the whole bank or one Flower node.
 

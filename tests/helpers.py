@@ -158,3 +158,14 @@ def write_cifar_batch(path, n, label_key=b"labels", k=10, seed=0, py2_names=Fals
         raw = raw.replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
     path.write_bytes(raw)
     return d
+
+
+def quadratic_closure(opt, w, a):
+    """torch.optim's closure for the loss 0.5 w^T A w of parameter ``w``: clears grads, computes
+    the loss, calls backward and returns it."""
+    def closure():
+        opt.zero_grad()
+        loss = 0.5 * w @ a @ w
+        loss.backward()
+        return loss
+    return closure

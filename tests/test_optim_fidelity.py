@@ -20,7 +20,7 @@ from dfl.optim.gsam import gsam_rho
 from dfl.optim.tram import tram_radius
 from dfl.simulation import Simulation
 from tests.conftest import small_config
-from tests.helpers import assert_same_history
+from tests.helpers import assert_same_history, quadratic_closure
 
 pytestmark = pytest.mark.usefixtures("float64")
 
@@ -78,15 +78,7 @@ def test_gsam_step_functional_and_shell_use_rho_t():
     w = torch.nn.Parameter(torch.tensor(W0))
     shell = optim.GSAM([w], lr=LR, **hp)
     shell.set_progress(progress)
-    a = torch.tensor(A)
-
-    def closure():
-        shell.zero_grad()
-        loss = 0.5 * w @ a @ w
-        loss.backward()
-        return loss
-
-    shell.step(closure)
+    shell.step(quadratic_closure(shell, w, torch.tensor(A)))
     np.testing.assert_allclose(w.detach().numpy(), want, rtol=1e-12)
     assert shell.rho_t() == pytest.approx(0.2)
 

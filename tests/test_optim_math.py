@@ -11,6 +11,7 @@ import torch
 import dfl.optim as optim
 from dfl.errors import ConfigError
 from dfl.optim import Objective, functional as Fo
+from tests.helpers import quadratic_closure
 
 A = np.array([[2.0, 1.0], [1.0, 3.0]])
 W0 = np.array([1.0, -2.0])
@@ -48,14 +49,7 @@ def run_functional(name, steps, **hp):
 def run_class(cls, steps, **hp):
     w = torch.nn.Parameter(torch.tensor(W0))
     opt = cls([w], lr=LR, **hp)
-    a = torch.tensor(A)
-
-    def closure():
-        opt.zero_grad()
-        loss = 0.5 * w @ a @ w
-        loss.backward()
-        return loss
-
+    closure = quadratic_closure(opt, w, torch.tensor(A))
     for _ in range(steps):
         loss = opt.step(closure)
     return w.detach().numpy(), loss.item()
@@ -172,14 +166,7 @@ def test_sam_wraps_other_base_optimizers():
     w = torch.nn.Parameter(torch.tensor(W0))
     base = torch.optim.SGD([w], lr=LR)
     opt = optim.SAM(None, base_optimizer=base, rho=0.05)
-    a = torch.tensor(A)
-
-    def closure():
-        opt.zero_grad()
-        loss = 0.5 * w @ a @ w
-        loss.backward()
-        return loss
-
+    closure = quadratic_closure(opt, w, torch.tensor(A))
     opt.step(closure)
     np.testing.assert_allclose(w.detach().numpy(), sam_by_hand(0.05), rtol=1e-12)
     opt2 = optim.SAM([torch.nn.Parameter(torch.ones(2))], base_optimizer=torch.optim.Adam, lr=0.01)
@@ -199,12 +186,7 @@ def test_sam_state_dict_round_trip_continues_the_same_steps():
         return w, optim.SAM(None, base_optimizer=torch.optim.SGD([w], lr=LR, momentum=0.9), rho=0.05)
 
     def step(w, opt):
-        def closure():
-            opt.zero_grad()
-            loss = 0.5 * w @ a @ w
-            loss.backward()
-            return loss
-        opt.step(closure)
+        opt.step(quadratic_closure(opt, w, a))
 
     w, opt = make(W0)
     step(w, opt)
